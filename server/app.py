@@ -1,0 +1,62 @@
+"""Runs both transports over one service core in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from server.config import Address, Settings
+from server.service import HostAuthService
+from server.transport.connect import build_connect_app
+from server.transport.grpc import build_grpc_server
+from server.transport.http_server import serve_asgi
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """Where the servers listen (ports resolved when 0 was asked for)."""
+
+    http: Address
+    grpc: Address
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http}"
+
+
+def _listen(addr: Address) -> socket.socket:
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((addr.host, addr.port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serve(core: HostAuthService, settings: Settings) -> AsyncIterator[Running]:
+    grpc_server = build_grpc_server(core, max_message_bytes=settings.max_message_bytes)
+    grpc_port = grpc_server.server.add_insecure_port(str(settings.grpc_addr))
+    if grpc_port == 0:
+        raise OSError(f"cannot listen for gRPC on {settings.grpc_addr}")
+    # The HTTP socket is bound here, not by the ASGI server, so that port 0
+    # (tests) resolves to a known port before anyone connects.
+    sock = _listen(settings.http_addr)
+    http_port = sock.getsockname()[1]
+    app = build_connect_app(core, max_message_bytes=settings.max_message_bytes)
+    await grpc_server.server.start()
+    stop = asyncio.Event()
+    http_task = asyncio.create_task(serve_asgi(settings.http_server, app, sock, stop))
+    try:
+        await grpc_server.mark_serving()
+        yield Running(
+            Address(settings.http_addr.host, http_port), Address(settings.grpc_addr.host, grpc_port)
+        )
+    finally:
+        stop.set()
+        await grpc_server.server.stop(grace=2)
+        await http_task

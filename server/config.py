@@ -1,0 +1,71 @@
+"""Configuration: one typed object, read once at start-up from the environment.
+
+Nothing else in the service reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, *, setting: str) -> Address:
+        host, sep, port = text.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"{setting} must be host:port, got {text!r}")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    http_addr: Address = Address("127.0.0.1", 8080)
+    grpc_addr: Address = Address("127.0.0.1", 9090)
+    # None: no external database; only allowed in development mode, where an
+    # embedded PostgreSQL is started in data_dir.
+    database_url: str | None = dataclasses.field(default=None, repr=False)
+    data_dir: Path = Path(".hostauth")
+    keyring_json: str | None = dataclasses.field(default=None, repr=False)
+    keyring_file: Path | None = None
+    dev: bool = False
+    http_server: str = "hypercorn"
+    # Requests above this size are refused with resource_exhausted.
+    max_message_bytes: int = 1 << 20
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, dev: bool = False) -> Settings:
+        http_server = env.get("HOSTAUTH_HTTP_SERVER", "hypercorn")
+        if http_server not in ("hypercorn", "uvicorn"):
+            raise ConfigError(f"HOSTAUTH_HTTP_SERVER must be hypercorn or uvicorn, got {http_server!r}")
+        settings = cls(
+            http_addr=Address.parse(
+                env.get("HOSTAUTH_HTTP_ADDR", "127.0.0.1:8080"), setting="HOSTAUTH_HTTP_ADDR"
+            ),
+            grpc_addr=Address.parse(
+                env.get("HOSTAUTH_GRPC_ADDR", "127.0.0.1:9090"), setting="HOSTAUTH_GRPC_ADDR"
+            ),
+            database_url=env.get("DATABASE_URL") or None,
+            data_dir=Path(env.get("HOSTAUTH_DATA_DIR", ".hostauth")),
+            keyring_json=env.get("HOSTAUTH_KEYRING") or None,
+            keyring_file=Path(env["HOSTAUTH_KEYRING_FILE"]) if env.get("HOSTAUTH_KEYRING_FILE") else None,
+            dev=dev,
+            http_server=http_server,
+        )
+        if settings.database_url is None and not dev:
+            raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")
+        return settings

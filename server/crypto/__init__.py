@@ -1,0 +1,12 @@
+"""Envelope encryption of secrets: the narrow door between core and keys.
+
+`Sealer.seal(plaintext, context)` returns a self-describing ciphertext and
+`Sealer.open(ciphertext, context)` returns the plaintext; the context names
+the row and field the secret belongs to, so a ciphertext moved anywhere else
+fails to open.
+"""
+
+from server.crypto.envelope import DecryptionError, Sealer, SecretContext
+from server.crypto.keyring import KeyringError, LocalKeyring
+
+__all__ = ["DecryptionError", "KeyringError", "LocalKeyring", "Sealer", "SecretContext"]

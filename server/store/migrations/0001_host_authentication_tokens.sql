@@ -1,0 +1,25 @@
+-- Host authentication tokens. Metadata is plain; secrets are only ever stored
+-- as envelope ciphertexts (server/crypto/envelope.py), bound to id and field.
+CREATE TABLE host_authentication_tokens (
+    id                        uuid        PRIMARY KEY,
+    runner_id                 uuid        NOT NULL,
+    -- NULL when the token has no subject id (the spec allows an empty one).
+    subject_id                uuid,
+    subject_principal         smallint    NOT NULL,
+    host                      text        NOT NULL,
+    source                    smallint    NOT NULL,
+    expires_at                timestamptz,
+    integration_id            uuid,
+    scopes                    text[]      NOT NULL,
+    token_ciphertext          bytea       NOT NULL,
+    -- NULL when no refresh token was given.
+    refresh_token_ciphertext  bytea,
+    -- Bumped by every write: lets key rewraps and updates detect a lost race.
+    generation                bigint      NOT NULL DEFAULT 1,
+    created_at                timestamptz NOT NULL DEFAULT now(),
+    updated_at                timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT host_authentication_tokens_triple
+        UNIQUE NULLS NOT DISTINCT (runner_id, subject_id, host)
+);
+
+CREATE INDEX host_authentication_tokens_subject ON host_authentication_tokens (subject_id, id);

@@ -1,0 +1,1 @@
+"""Wire adapters: decode, call the core once, map errors. Nothing else."""

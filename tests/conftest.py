@@ -1,0 +1,96 @@
+"""Fixtures: a real PostgreSQL (embedded, or DATABASE_URL), the service on
+both transports in this event loop, and a client per wire."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from server.app import Running, serve
+from server.config import Address, Settings
+from server.crypto import LocalKeyring, Sealer
+from server.crypto.keyring import generate_keyring_json
+from server.embedded_pg import EmbeddedPostgres
+from server.service import HostAuthService
+from server.store import TokenStore, connect_pool
+from tests.db import create_database
+from tests.wire import WIRES, ConnectWire, GrpcWire, Wire
+
+TEST_KEYRING_JSON = generate_keyring_json("test-key-1")
+
+
+@pytest.fixture(scope="session")
+def admin_dsn() -> Iterator[str]:
+    """A PostgreSQL server: DATABASE_URL's, else a private embedded one."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    # Our own folder under /tmp, reachable by the unprivileged user the
+    # server runs as when the tests run as root.
+    folder = Path(tempfile.mkdtemp(prefix="hostauth-test-"))
+    folder.chmod(0o755)
+    # Started here, on the main thread, which lives as long as the session.
+    with EmbeddedPostgres(folder / "pgdata", fsync=False) as pg:
+        yield pg.dsn
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def database_dsn(admin_dsn: str) -> str:
+    """A fresh, empty database for this test session."""
+    return await create_database(admin_dsn)
+
+
+@pytest.fixture(scope="session")
+async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await connect_pool(database_dsn)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+def keyring() -> LocalKeyring:
+    return LocalKeyring.from_json(TEST_KEYRING_JSON, source="tests")
+
+
+@pytest.fixture(scope="session")
+def sealer(keyring: LocalKeyring) -> Sealer:
+    return Sealer(keyring)
+
+
+@pytest.fixture(scope="session")
+def core(pool: asyncpg.Pool, sealer: Sealer) -> HostAuthService:
+    return HostAuthService(TokenStore(pool), sealer)
+
+
+@pytest.fixture(scope="session")
+async def running(core: HostAuthService, database_dsn: str) -> AsyncIterator[Running]:
+    settings = Settings(
+        http_addr=Address("127.0.0.1", 0),
+        grpc_addr=Address("127.0.0.1", 0),
+        database_url=database_dsn,
+    )
+    async with serve(core, settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def wires(running: Running) -> AsyncIterator[dict[str, Wire]]:
+    grpc_wire = GrpcWire(str(running.grpc))
+    json_wire = ConnectWire(running.http_url, "json")
+    proto_wire = ConnectWire(running.http_url, "proto")
+    yield {w.name: w for w in (grpc_wire, json_wire, proto_wire)}
+    for w in (grpc_wire, json_wire, proto_wire):
+        await w.close()
+
+
+@pytest.fixture(params=WIRES)
+def wire(request: pytest.FixtureRequest, wires: dict[str, Wire]) -> Wire:
+    return wires[request.param]

@@ -1,0 +1,120 @@
+"""One client interface over the three wires the service speaks.
+
+Every RPC test runs through `Wire.call` on gRPC, Connect JSON and Connect
+proto, and compares outcomes as (code, message) where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import grpc
+import httpx
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from gitpod.v1 import runner_configuration_pb2 as pb
+from gitpod.v1 import runner_configuration_pb2_grpc as pb_grpc
+
+SERVICE = "gitpod.v1.RunnerConfigurationService"
+WIRES = ("grpc", "connect-json", "connect-proto")
+
+M = TypeVar("M", bound=Message)
+
+# HTTP status of each Connect code, as the Connect protocol defines them.
+CONNECT_HTTP_STATUS = {
+    "invalid_argument": 400,
+    "unauthenticated": 401,
+    "permission_denied": 403,
+    "not_found": 404,
+    "already_exists": 409,
+    "aborted": 409,
+    "resource_exhausted": 429,
+    "unimplemented": 501,
+    "internal": 500,
+    "unknown": 500,
+    "data_loss": 500,
+    "unavailable": 503,
+    "deadline_exceeded": 504,
+}
+
+
+@dataclass
+class RpcError(Exception):
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class Wire(Protocol):
+    name: str
+
+    async def call(self, method: str, request: Message, response_type: type[M]) -> M: ...
+
+
+def response_type(method: str) -> type[Message]:
+    name = method + "Response"
+    return getattr(pb, name)  # type: ignore[no-any-return]
+
+
+class GrpcWire:
+    name = "grpc"
+
+    def __init__(self, target: str) -> None:
+        self.channel = grpc.aio.insecure_channel(target)
+        self.stub = pb_grpc.RunnerConfigurationServiceStub(self.channel)
+
+    async def call(self, method: str, request: Message, response_type: type[M]) -> M:
+        try:
+            result = await getattr(self.stub, method)(request)
+        except grpc.aio.AioRpcError as exc:
+            raise RpcError(exc.code().name.lower(), exc.details() or "") from None
+        assert isinstance(result, response_type)
+        return result
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class ConnectWire:
+    """Connect unary POST, as the SDKs send it, with a JSON or proto body."""
+
+    def __init__(self, base_url: str, encoding: str) -> None:
+        self.name = f"connect-{encoding}"
+        self.encoding = encoding
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
+
+    async def post(self, method: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        return await self.http.post(f"/{SERVICE}/{method}", content=body, headers=headers)
+
+    async def call(self, method: str, request: Message, response_type: type[M]) -> M:
+        if self.encoding == "json":
+            body = json_format.MessageToJson(request).encode()
+        else:
+            body = request.SerializeToString()
+        headers = {"content-type": f"application/{self.encoding}", "connect-protocol-version": "1"}
+        response = await self.post(method, body, headers)
+        if response.status_code != 200:
+            raise connect_error(response)
+        assert response.headers["content-type"] == f"application/{self.encoding}"
+        result = response_type()
+        if self.encoding == "json":
+            json_format.Parse(response.content, result)
+        else:
+            result.ParseFromString(response.content)
+        return result
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+def connect_error(response: httpx.Response) -> RpcError:
+    """The Connect error of a non-200 answer; checks its HTTP status too."""
+    doc: dict[str, Any] = json.loads(response.content)
+    code = doc["code"]
+    assert response.status_code == CONNECT_HTTP_STATUS[code], (response.status_code, doc)
+    return RpcError(code, doc.get("message", ""))
