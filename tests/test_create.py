@@ -77,7 +77,9 @@ async def test_row_bytes_hold_no_secret(wire: Wire, pool: asyncpg.Pool) -> None:
     token = await create(wire, req)
     async with pool.acquire() as conn:
         # Every column of the row, in PostgreSQL's own text and binary forms.
-        text = await conn.fetchval("SELECT t::text FROM host_authentication_tokens t WHERE id = $1", UUID(token.id))
+        text = await conn.fetchval(
+            "SELECT t::text FROM host_authentication_tokens t WHERE id = $1", UUID(token.id)
+        )
         raw = await conn.fetchval(
             "SELECT token_ciphertext || coalesce(refresh_token_ciphertext, '') "
             "FROM host_authentication_tokens WHERE id = $1",
@@ -131,7 +133,8 @@ async def test_ciphertext_moved_to_another_row_or_field_does_not_open(
         assert b.id in str(err)
         assert "copied from another row or field" in str(err)
         for value in (first.token, second.token, first.refresh_token, second.refresh_token):
-            assert value not in str(err) and value not in repr(err)
+            assert value not in str(err)
+            assert value not in repr(err)
 
 
 async def test_second_create_of_a_triple_keeps_the_id_and_replaces_the_secret(
