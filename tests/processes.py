@@ -52,14 +52,18 @@ def start_server(log_dir: Path, env: Mapping[str, str], *, args: tuple[str, ...]
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server", *args], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "server", *args],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     return ServerProcess(proc, http_port, grpc_port, log)
 
 
-async def wait_serving(server: ServerProcess, timeout: float = 60) -> None:
+async def wait_serving(server: ServerProcess, within_s: float = 60) -> None:
     """Until gRPC health says SERVING (so migrations have run)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within_s
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
@@ -72,5 +76,5 @@ async def wait_serving(server: ServerProcess, timeout: float = 60) -> None:
             except grpc.aio.AioRpcError:
                 pass
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"server not serving after {timeout}s:\n{server.log.read_text()}")
+                raise AssertionError(f"server not serving after {within_s}s:\n{server.log.read_text()}")
             await asyncio.sleep(0.1)

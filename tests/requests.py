@@ -31,6 +31,4 @@ def create_request(**overrides: Any) -> pb.CreateHostAuthenticationTokenRequest:
         "subject": identity_pb2.Subject(id=str(uuid4()), principal=identity_pb2.PRINCIPAL_USER),
     }
     fields.update(overrides)
-    return pb.CreateHostAuthenticationTokenRequest(
-        **{k: v for k, v in fields.items() if v is not None}
-    )
+    return pb.CreateHostAuthenticationTokenRequest(**{k: v for k, v in fields.items() if v is not None})

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -73,11 +74,13 @@ def test_readme_has_the_three_calls() -> None:
 
 
 @pytest.fixture
-async def dev_server(admin_dsn: str, log_dir: Path) -> ServerProcess:
+async def dev_server(admin_dsn: str, log_dir: Path) -> AsyncIterator[ServerProcess]:
     dsn = await create_database(admin_dsn)
-    server = start_server(log_dir, {"DATABASE_URL": dsn, "HOSTAUTH_DATA_DIR": str(log_dir / "data")}, args=("--dev",))
+    server = start_server(
+        log_dir, {"DATABASE_URL": dsn, "HOSTAUTH_DATA_DIR": str(log_dir / "data")}, args=("--dev",)
+    )
     await wait_serving(server)
-    yield server  # type: ignore[misc]
+    yield server
     server.stop()
 
 
