@@ -12,9 +12,10 @@ import sys
 from server.app import serve
 from server.config import ConfigError, Settings
 from server.crypto import Sealer
+from server.cursor import CursorCodec
 from server.keys import load_keyring
 from server.service import HostAuthService
-from server.store import TokenStore, connect_pool
+from server.store import TokenStore, connect_pool, cursor_key
 
 log = logging.getLogger("server")
 
@@ -22,12 +23,13 @@ log = logging.getLogger("server")
 async def run(settings: Settings, dsn: str) -> None:
     sealer = Sealer(load_keyring(settings))
     pool = await connect_pool(dsn)
+    cursors = CursorCodec(await cursor_key(pool))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with serve(HostAuthService(TokenStore(pool), sealer), settings) as running:
+        async with serve(HostAuthService(TokenStore(pool), sealer, cursors), settings) as running:
             log.info("serving Connect on %s and gRPC on %s", running.http_url, running.grpc)
             await stop.wait()
             log.info("shutting down")

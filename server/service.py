@@ -13,16 +13,19 @@ from uuid import UUID, uuid4
 
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
-from server.crypto import Sealer, SecretContext
-from server.errors import Aborted, FieldViolation, InvalidArgument, Unimplemented
-from server.store import Ciphertext, SealedSecrets, TokenRecord, TokenStore
-from server.validation import create_violations
+from server.crypto import DecryptionError, Sealer, SecretContext
+from server.cursor import CursorCodec
+from server.errors import Aborted, DataLoss, FieldViolation, InvalidArgument, NotFound
+from server.store import KEEP, Ciphertext, ListQuery, SealedSecrets, TokenChanges, TokenRecord, TokenStore
+from server.validation import create_violations, id_violations, list_violations, update_violations
 
 log = logging.getLogger(__name__)
 
 # A Create that keeps losing races (the row it found deleted, or another
 # writer's insert in between) gives up after this many rounds.
 _UPSERT_ATTEMPTS = 5
+
+DEFAULT_PAGE_SIZE = 25
 
 FIELD_TOKEN = "token"
 FIELD_REFRESH_TOKEN = "refresh_token"
@@ -69,25 +72,43 @@ def to_message(record: TokenRecord) -> pb.HostAuthenticationToken:
     return msg
 
 
+def parse_id(token_id: str) -> UUID:
+    """A request's token id, or invalid_argument naming the field `id`."""
+    violations = id_violations(token_id)
+    if violations:
+        raise InvalidArgument(violations)
+    return UUID(token_id)
+
+
+def not_found(token_id: UUID) -> NotFound:
+    # The same words whether the token never existed, was deleted, or (with
+    # authorization) is not the caller's to see.
+    return NotFound(f"host authentication token {token_id} not found")
+
+
 class HostAuthService:
     """RunnerConfigurationService, independent of any wire."""
 
-    __slots__ = ("_sealer", "_store")
+    __slots__ = ("_cursors", "_sealer", "_store")
 
-    def __init__(self, store: TokenStore, sealer: Sealer) -> None:
+    def __init__(self, store: TokenStore, sealer: Sealer, cursors: CursorCodec) -> None:
         self._store = store
         self._sealer = sealer
+        self._cursors = cursors
+
+    def _seal_one(self, token_id: UUID, field: str, value: str) -> Ciphertext:
+        return Ciphertext(self._sealer.seal(value.encode(), SecretContext(str(token_id), field)))
 
     def _seal(self, token_id: UUID, token: str, refresh_token: str) -> SealedSecrets:
-        tid = str(token_id)
         return SealedSecrets(
-            token=Ciphertext(self._sealer.seal(token.encode(), SecretContext(tid, FIELD_TOKEN))),
-            refresh_token=(
-                Ciphertext(self._sealer.seal(refresh_token.encode(), SecretContext(tid, FIELD_REFRESH_TOKEN)))
-                if refresh_token
-                else None
-            ),
+            token=self._seal_one(token_id, FIELD_TOKEN, token),
+            refresh_token=self._seal_one(token_id, FIELD_REFRESH_TOKEN, refresh_token)
+            if refresh_token
+            else None,
         )
+
+    def _open(self, token_id: UUID, field: str, sealed: Ciphertext) -> str:
+        return self._sealer.open(sealed, SecretContext(str(token_id), field)).decode()
 
     async def create_host_authentication_token(
         self, req: pb.CreateHostAuthenticationTokenRequest
@@ -128,24 +149,102 @@ class HostAuthService:
     async def get_host_authentication_token(
         self, req: pb.GetHostAuthenticationTokenRequest
     ) -> pb.GetHostAuthenticationTokenResponse:
-        raise Unimplemented("GetHostAuthenticationToken is not implemented yet")
+        token_id = parse_id(req.id)
+        async with self._store.session() as db:
+            record = await db.get(token_id)
+        if record is None:
+            raise not_found(token_id)
+        return pb.GetHostAuthenticationTokenResponse(token=to_message(record))
 
     async def list_host_authentication_tokens(
         self, req: pb.ListHostAuthenticationTokensRequest
     ) -> pb.ListHostAuthenticationTokensResponse:
-        raise Unimplemented("ListHostAuthenticationTokens is not implemented yet")
+        violations = list_violations(req)
+        if violations:
+            raise InvalidArgument(violations)
+        f = req.filter
+        runner_id = UUID(f.runner_id) if f.HasField("runner_id") else None
+        # user_id is the deprecated name of subject_id; both present must agree.
+        subject_ids = {UUID(getattr(f, name)) for name in ("subject_id", "user_id") if f.HasField(name)}
+        scope = f"runner={runner_id or ''};subjects={','.join(sorted(map(str, subject_ids)))}"
+        after = self._cursors.decode(req.pagination.token, scope) if req.pagination.token else None
+        if len(subject_ids) > 1:
+            return pb.ListHostAuthenticationTokensResponse()  # no token has two subjects
+        page_size = req.pagination.page_size or DEFAULT_PAGE_SIZE
+        query = ListQuery(
+            runner_id=runner_id,
+            subject_id=next(iter(subject_ids), None),
+            after=after,
+            limit=page_size + 1,  # one more tells whether a next page exists
+        )
+        async with self._store.session() as db:
+            rows = await db.list(query)
+        page = rows[:page_size]
+        response = pb.ListHostAuthenticationTokensResponse(tokens=[to_message(r) for r, _ in page])
+        if len(rows) > page_size:
+            response.pagination.next_token = self._cursors.encode(page[-1][1], scope)
+        return response
 
     async def update_host_authentication_token(
         self, req: pb.UpdateHostAuthenticationTokenRequest
     ) -> pb.UpdateHostAuthenticationTokenResponse:
-        raise Unimplemented("UpdateHostAuthenticationToken is not implemented yet")
+        violations = update_violations(req)
+        if violations:
+            raise InvalidArgument(violations)
+        token_id = UUID(req.id)
+        changes = TokenChanges(
+            token=self._seal_one(token_id, FIELD_TOKEN, req.token) if req.HasField("token") else KEEP,
+            refresh_token=(
+                (
+                    self._seal_one(token_id, FIELD_REFRESH_TOKEN, req.refresh_token)
+                    if req.refresh_token
+                    else None
+                )
+                if req.HasField("refresh_token")
+                else KEEP
+            ),
+            expires_at=req.expires_at.ToDatetime(tzinfo=UTC) if req.HasField("expires_at") else KEEP,
+            # An empty list leaves the scopes as they are (see the proto).
+            scopes=tuple(req.scopes) if req.scopes else KEEP,
+        )
+        async with self._store.session() as db:
+            if not await db.update(token_id, changes):
+                raise not_found(token_id)
+        return pb.UpdateHostAuthenticationTokenResponse()
 
     async def delete_host_authentication_token(
         self, req: pb.DeleteHostAuthenticationTokenRequest
     ) -> pb.DeleteHostAuthenticationTokenResponse:
-        raise Unimplemented("DeleteHostAuthenticationToken is not implemented yet")
+        token_id = parse_id(req.id)
+        async with self._store.session() as db:
+            if not await db.delete(token_id):
+                raise not_found(token_id)
+        return pb.DeleteHostAuthenticationTokenResponse()
 
     async def get_host_authentication_token_value(
         self, req: pb.GetHostAuthenticationTokenValueRequest
     ) -> pb.GetHostAuthenticationTokenValueResponse:
-        raise Unimplemented("GetHostAuthenticationTokenValue is not implemented yet")
+        token_id = parse_id(req.id)
+        async with self._store.session() as db:
+            found = await db.get_with_secrets(token_id)
+        if found is None:
+            raise not_found(token_id)
+        record, sealed = found
+        try:
+            token = self._open(token_id, FIELD_TOKEN, sealed.token)
+            refresh_token = (
+                self._open(token_id, FIELD_REFRESH_TOKEN, sealed.refresh_token)
+                if sealed.refresh_token
+                else ""
+            )
+        except DecryptionError as exc:
+            log.error("GetHostAuthenticationTokenValue: %s", exc)  # names id and field, never a secret
+            raise DataLoss(
+                f"the stored secrets of host authentication token {token_id} cannot be decrypted"
+            ) from None
+        response = pb.GetHostAuthenticationTokenValueResponse(
+            id=str(token_id), token=token, refresh_token=refresh_token
+        )
+        if record.expires_at is not None:
+            response.expires_at.FromDatetime(record.expires_at)
+        return response

@@ -16,11 +16,12 @@ from server.app import Running, serve
 from server.config import Address, Settings
 from server.crypto import LocalKeyring, Sealer
 from server.crypto.keyring import generate_keyring_json
+from server.cursor import CursorCodec
 from server.embedded_pg import EmbeddedPostgres
 from server.service import HostAuthService
-from server.store import TokenStore, connect_pool
+from server.store import TokenStore, connect_pool, cursor_key
 from tests.db import create_database
-from tests.wire import WIRES, ConnectWire, GrpcWire, Wire
+from tests.wire import READ_WIRES, WIRES, ConnectWire, GrpcWire, Wire
 
 TEST_KEYRING_JSON = generate_keyring_json("test-key-1")
 
@@ -66,8 +67,8 @@ def sealer(keyring: LocalKeyring) -> Sealer:
 
 
 @pytest.fixture(scope="session")
-def core(pool: asyncpg.Pool, sealer: Sealer) -> HostAuthService:
-    return HostAuthService(TokenStore(pool), sealer)
+async def core(pool: asyncpg.Pool, sealer: Sealer) -> HostAuthService:
+    return HostAuthService(TokenStore(pool), sealer, CursorCodec(await cursor_key(pool)))
 
 
 @pytest.fixture(scope="session")
@@ -86,11 +87,19 @@ async def wires(running: Running) -> AsyncIterator[dict[str, Wire]]:
     grpc_wire = GrpcWire(str(running.grpc))
     json_wire = ConnectWire(running.http_url, "json")
     proto_wire = ConnectWire(running.http_url, "proto")
-    yield {w.name: w for w in (grpc_wire, json_wire, proto_wire)}
-    for w in (grpc_wire, json_wire, proto_wire):
+    get_wire = ConnectWire(running.http_url, "proto", use_get=True)
+    all_wires = (grpc_wire, json_wire, proto_wire, get_wire)
+    yield {w.name: w for w in all_wires}
+    for w in all_wires:
         await w.close()
 
 
 @pytest.fixture(params=WIRES)
 def wire(request: pytest.FixtureRequest, wires: dict[str, Wire]) -> Wire:
+    return wires[request.param]
+
+
+@pytest.fixture(params=READ_WIRES)
+def read_wire(request: pytest.FixtureRequest, wires: dict[str, Wire]) -> Wire:
+    """The three wires plus Connect GET, for cases that read with Get or List."""
     return wires[request.param]

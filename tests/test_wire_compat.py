@@ -57,26 +57,6 @@ async def test_json_error_body_and_status(wires: dict[str, Wire]) -> None:
     assert "Traceback" not in response.text
 
 
-NOT_BUILT = [
-    ("GetHostAuthenticationToken", pb.GetHostAuthenticationTokenRequest(id=str(uuid4()))),
-    ("ListHostAuthenticationTokens", pb.ListHostAuthenticationTokensRequest()),
-    ("UpdateHostAuthenticationToken", pb.UpdateHostAuthenticationTokenRequest(id=str(uuid4()))),
-    ("DeleteHostAuthenticationToken", pb.DeleteHostAuthenticationTokenRequest(id=str(uuid4()))),
-    ("GetHostAuthenticationTokenValue", pb.GetHostAuthenticationTokenValueRequest(id=str(uuid4()))),
-]
-
-
-@pytest.mark.parametrize(("method", "request_message"), NOT_BUILT, ids=[m for m, _ in NOT_BUILT])
-async def test_methods_not_built_yet_are_unimplemented(
-    wire: Wire, method: str, request_message: pb.GetHostAuthenticationTokenRequest
-) -> None:
-    response_type = getattr(pb, method + "Response")
-    with pytest.raises(RpcError) as caught:
-        await wire.call(method, request_message, response_type)
-    assert caught.value.code == "unimplemented"
-    assert caught.value.message == f"{method} is not implemented yet"
-
-
 async def test_grpc_health_reports_serving(running: Running) -> None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc

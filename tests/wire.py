@@ -6,6 +6,7 @@ proto, and compares outcomes as (code, message) where it fails.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -20,6 +21,9 @@ from gitpod.v1 import runner_configuration_pb2_grpc as pb_grpc
 
 SERVICE = "gitpod.v1.RunnerConfigurationService"
 WIRES = ("grpc", "connect-json", "connect-proto")
+# Get and List also run as Connect GET (the other methods go by POST there).
+READ_WIRES = (*WIRES, "connect-get")
+NO_SIDE_EFFECTS = {"GetHostAuthenticationToken", "ListHostAuthenticationTokens"}
 
 M = TypeVar("M", bound=Message)
 
@@ -83,21 +87,35 @@ class GrpcWire:
 class ConnectWire:
     """Connect unary POST, as the SDKs send it, with a JSON or proto body."""
 
-    def __init__(self, base_url: str, encoding: str) -> None:
-        self.name = f"connect-{encoding}"
+    def __init__(self, base_url: str, encoding: str, *, use_get: bool = False) -> None:
+        self.name = "connect-get" if use_get else f"connect-{encoding}"
         self.encoding = encoding
+        self.use_get = use_get
         self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
 
     async def post(self, method: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
         return await self.http.post(f"/{SERVICE}/{method}", content=body, headers=headers)
+
+    async def get(self, method: str, message: bytes) -> httpx.Response:
+        """Connect GET: the message in the URL, as the current SDK sends Get and List."""
+        params = {
+            "connect": "v1",
+            "encoding": self.encoding,
+            "base64": "1",
+            "message": base64.urlsafe_b64encode(message).rstrip(b"=").decode(),
+        }
+        return await self.http.get(f"/{SERVICE}/{method}", params=params)
 
     async def call(self, method: str, request: Message, response_type: type[M]) -> M:
         if self.encoding == "json":
             body = json_format.MessageToJson(request).encode()
         else:
             body = request.SerializeToString()
-        headers = {"content-type": f"application/{self.encoding}", "connect-protocol-version": "1"}
-        response = await self.post(method, body, headers)
+        if self.use_get and method in NO_SIDE_EFFECTS:
+            response = await self.get(method, body)
+        else:
+            headers = {"content-type": f"application/{self.encoding}", "connect-protocol-version": "1"}
+            response = await self.post(method, body, headers)
         if response.status_code != 200:
             raise connect_error(response)
         assert response.headers["content-type"] == f"application/{self.encoding}"

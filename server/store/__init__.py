@@ -2,6 +2,30 @@
 
 from server.store.database import connect_pool
 from server.store.migrate import migrate
-from server.store.tokens import Ciphertext, SealedSecrets, TokenRecord, TokenStore
+from server.store.service_secrets import cursor_key
+from server.store.tokens import (
+    KEEP,
+    Ciphertext,
+    Keep,
+    ListQuery,
+    Position,
+    SealedSecrets,
+    TokenChanges,
+    TokenRecord,
+    TokenStore,
+)
 
-__all__ = ["Ciphertext", "SealedSecrets", "TokenRecord", "TokenStore", "connect_pool", "migrate"]
+__all__ = [
+    "KEEP",
+    "Ciphertext",
+    "Keep",
+    "ListQuery",
+    "Position",
+    "SealedSecrets",
+    "TokenChanges",
+    "TokenRecord",
+    "TokenStore",
+    "connect_pool",
+    "cursor_key",
+    "migrate",
+]

@@ -6,18 +6,29 @@ which only server/crypto produces. It never sees a plaintext secret.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, NewType
+from typing import TYPE_CHECKING, Final, NewType
 from uuid import UUID
 
 import asyncpg
 
 if TYPE_CHECKING:
     from server.store.connection import Connection
+
 Ciphertext = NewType("Ciphertext", bytes)
+
+
+class Keep(enum.Enum):
+    """An update leaves this column as it is."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +55,38 @@ class SealedSecrets:
         return "SealedSecrets(<ciphertext>)"
 
 
+@dataclass(frozen=True, slots=True)
+class TokenChanges:
+    """The columns an Update sets; KEEP leaves one as it is."""
+
+    token: Ciphertext | Keep = KEEP
+    refresh_token: Ciphertext | Keep | None = KEEP
+    expires_at: datetime | Keep | None = KEEP
+    scopes: tuple[str, ...] | Keep = KEEP
+
+    def __repr__(self) -> str:
+        changed = [
+            name
+            for name in ("token", "refresh_token", "expires_at", "scopes")
+            if getattr(self, name) is not KEEP
+        ]
+        return f"TokenChanges({', '.join(changed)})"
+
+
+# Where a token stands in List order: (created_at, id).
+Position = tuple[datetime, UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    runner_id: UUID | None
+    subject_id: UUID | None
+    after: Position | None
+    limit: int
+
+
+_COLUMNS = "id, runner_id, subject_id, subject_principal, host, source, expires_at, integration_id, scopes"
+
 _INSERT = """
 INSERT INTO host_authentication_tokens
     (id, runner_id, subject_id, subject_principal, host, source, expires_at,
@@ -66,6 +109,28 @@ SELECT id FROM host_authentication_tokens
 WHERE runner_id = $1 AND subject_id IS NOT DISTINCT FROM $2 AND host = $3
 """
 
+_GET = f"SELECT {_COLUMNS} FROM host_authentication_tokens WHERE id = $1"
+
+_GET_SECRETS = f"""
+SELECT {_COLUMNS}, token_ciphertext, refresh_token_ciphertext
+FROM host_authentication_tokens WHERE id = $1
+"""
+
+# One statement: each column takes the new value only when its flag is set,
+# so concurrent Updates of different fields never undo each other.
+_UPDATE = """
+UPDATE host_authentication_tokens SET
+    token_ciphertext = CASE WHEN $2 THEN $3 ELSE token_ciphertext END,
+    refresh_token_ciphertext = CASE WHEN $4 THEN $5 ELSE refresh_token_ciphertext END,
+    expires_at = CASE WHEN $6 THEN $7 ELSE expires_at END,
+    scopes = CASE WHEN $8 THEN $9 ELSE scopes END,
+    generation = generation + 1,
+    updated_at = now()
+WHERE id = $1
+"""
+
+_DELETE = "DELETE FROM host_authentication_tokens WHERE id = $1"
+
 
 def _args(record: TokenRecord, secrets: SealedSecrets) -> tuple[object, ...]:
     return (
@@ -81,6 +146,42 @@ def _args(record: TokenRecord, secrets: SealedSecrets) -> tuple[object, ...]:
         secrets.token,
         secrets.refresh_token,
     )
+
+
+def _record(row: asyncpg.Record) -> TokenRecord:
+    return TokenRecord(
+        id=row["id"],
+        runner_id=row["runner_id"],
+        subject_id=row["subject_id"],
+        subject_principal=row["subject_principal"],
+        host=row["host"],
+        source=row["source"],
+        expires_at=row["expires_at"],
+        integration_id=row["integration_id"],
+        scopes=tuple(row["scopes"]),
+    )
+
+
+def _list_statement(query: ListQuery) -> tuple[str, list[object]]:
+    # Only fixed fragments are joined: the filters present pick the index.
+    params: list[object] = []
+
+    def param(value: object) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    where: list[str] = []
+    if query.runner_id is not None:
+        where.append(f"runner_id = {param(query.runner_id)}")
+    if query.subject_id is not None:
+        where.append(f"subject_id = {param(query.subject_id)}")
+    if query.after is not None:
+        where.append(f"(created_at, id) > ({param(query.after[0])}, {param(query.after[1])})")
+    sql = (
+        f"SELECT {_COLUMNS}, created_at FROM host_authentication_tokens "
+        f"WHERE {' AND '.join(where) or 'TRUE'} ORDER BY created_at, id LIMIT {param(query.limit)}"
+    )
+    return sql, params
 
 
 class TokenSession:
@@ -103,6 +204,36 @@ class TokenSession:
     async def find_id(self, runner_id: UUID, subject_id: UUID | None, host: str) -> UUID | None:
         found: UUID | None = await self._conn.fetchval(_FIND_ID, runner_id, subject_id, host)
         return found
+
+    async def get(self, token_id: UUID) -> TokenRecord | None:
+        row = await self._conn.fetchrow(_GET, token_id)
+        return None if row is None else _record(row)
+
+    async def get_with_secrets(self, token_id: UUID) -> tuple[TokenRecord, SealedSecrets] | None:
+        row = await self._conn.fetchrow(_GET_SECRETS, token_id)
+        if row is None:
+            return None
+        return _record(row), SealedSecrets(row["token_ciphertext"], row["refresh_token_ciphertext"])
+
+    async def list(self, query: ListQuery) -> list[tuple[TokenRecord, Position]]:
+        sql, params = _list_statement(query)
+        rows = await self._conn.fetch(sql, *params)
+        return [(_record(row), (row["created_at"], row["id"])) for row in rows]
+
+    async def update(self, token_id: UUID, changes: TokenChanges) -> bool:
+        """Apply the changes; False when there is no such token."""
+        args: list[object] = [token_id]
+        for value in (changes.token, changes.refresh_token, changes.expires_at, changes.scopes):
+            if value is KEEP:
+                args += [False, None]
+            else:
+                args += [True, list(value) if isinstance(value, tuple) else value]
+        status: str = await self._conn.execute(_UPDATE, *args)
+        return status == "UPDATE 1"
+
+    async def delete(self, token_id: UUID) -> bool:
+        status: str = await self._conn.execute(_DELETE, token_id)
+        return status == "DELETE 1"
 
 
 class TokenStore:

@@ -1,21 +1,47 @@
-"""Connect adapter: an ASGI app serving Connect JSON and Connect proto."""
+"""Connect adapter: an ASGI app serving Connect JSON and Connect proto.
+
+Also Connect GET for the methods without side effects, gzip both ways, and
+the older JSON SDK's List paging through URL query parameters.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
+from connectrpc.compat import google_protobuf_binary_codec, google_protobuf_json_codec
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 
 from gitpod.v1 import runner_configuration_pb2 as pb
 from gitpod.v1.runner_configuration_connect import RunnerConfigurationServiceASGIApplication
+from server.errors import FieldViolation, InvalidArgument
 from server.service import HostAuthService
 from server.transport.status import STATUS, classify
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 Ctx = RequestContext[Any, Any]
+
+LIST_PATH = "/gitpod.v1.RunnerConfigurationService/ListHostAuthenticationTokens"
+# The query parameters of the List request being served, if it had any.
+_list_query: ContextVar[dict[str, list[str]] | None] = ContextVar("list_query", default=None)
+
+
+def apply_list_query(request: pb.ListHostAuthenticationTokensRequest, query: dict[str, list[str]]) -> None:
+    """The older JSON SDK pages with `?token=...&pageSize=...` on an unchanged
+    body: those parameters override the body's pagination."""
+    if "token" in query:
+        request.pagination.token = query["token"][-1]
+    if "pageSize" in query:
+        try:
+            request.pagination.page_size = int(query["pageSize"][-1])
+        except ValueError:  # not a number, or beyond int32
+            raise InvalidArgument(
+                [FieldViolation("pagination.page_size", "value must be a 32-bit integer")]
+            ) from None
 
 
 async def _call(method: Callable[[Req], Awaitable[Res]], request: Req) -> Res:
@@ -47,7 +73,15 @@ class ConnectRunnerConfiguration:
     async def list_host_authentication_tokens(
         self, request: pb.ListHostAuthenticationTokensRequest, ctx: Ctx, /
     ) -> pb.ListHostAuthenticationTokensResponse:
-        return await _call(self._core.list_host_authentication_tokens, request)
+        return await _call(self._list, request)
+
+    async def _list(
+        self, request: pb.ListHostAuthenticationTokensRequest
+    ) -> pb.ListHostAuthenticationTokensResponse:
+        query = _list_query.get()
+        if query:
+            apply_list_query(request, query)
+        return await self._core.list_host_authentication_tokens(request)
 
     async def update_host_authentication_token(
         self, request: pb.UpdateHostAuthenticationTokenRequest, ctx: Ctx, /
@@ -65,9 +99,37 @@ class ConnectRunnerConfiguration:
         return await _call(self._core.get_host_authentication_token_value, request)
 
 
-def build_connect_app(
-    core: HostAuthService, *, max_message_bytes: int
-) -> RunnerConfigurationServiceASGIApplication:
-    return RunnerConfigurationServiceASGIApplication(
-        ConnectRunnerConfiguration(core), read_max_bytes=max_message_bytes
+class ConnectApp:
+    """The ASGI app: the generated Connect application, plus List's query."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: RunnerConfigurationServiceASGIApplication) -> None:
+        self._inner = inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == LIST_PATH
+            and scope["query_string"]
+        ):
+            token = _list_query.set(parse_qs(scope["query_string"].decode("latin-1")))
+            try:
+                await self._inner(scope, receive, send)
+            finally:
+                _list_query.reset(token)
+            return
+        await self._inner(scope, receive, send)
+
+
+def build_connect_app(core: HostAuthService, *, max_message_bytes: int) -> ConnectApp:
+    return ConnectApp(
+        RunnerConfigurationServiceASGIApplication(
+            ConnectRunnerConfiguration(core),
+            read_max_bytes=max_message_bytes,
+            # Unknown JSON fields are a client's mistake worth reporting;
+            # unknown proto fields are ignored, as proto rules say.
+            codecs=[google_protobuf_binary_codec(), google_protobuf_json_codec(ignore_unknown_fields=False)],
+        )
     )

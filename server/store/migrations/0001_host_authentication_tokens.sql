@@ -22,4 +22,14 @@ CREATE TABLE host_authentication_tokens (
         UNIQUE NULLS NOT DISTINCT (runner_id, subject_id, host)
 );
 
-CREATE INDEX host_authentication_tokens_subject ON host_authentication_tokens (subject_id, id);
+-- List walks tokens in (created_at, id) order, with or without its filters.
+CREATE INDEX host_authentication_tokens_order ON host_authentication_tokens (created_at, id);
+CREATE INDEX host_authentication_tokens_runner ON host_authentication_tokens (runner_id, created_at, id);
+CREATE INDEX host_authentication_tokens_subject ON host_authentication_tokens (subject_id, created_at, id);
+
+-- Secrets of the service itself (not of tokens), made once per database and
+-- shared by every replica: the key that authenticates List cursors.
+CREATE TABLE service_secrets (
+    name  text  PRIMARY KEY,
+    value bytea NOT NULL
+);
