@@ -7,9 +7,8 @@ from uuid import uuid4
 
 import pytest
 
-from gitpod.v1 import runner_configuration_pb2 as pb
 from server.app import Running
-from tests.wire import RpcError, Wire, connect_error
+from tests.wire import Wire, connect_error
 
 CREATE = "CreateHostAuthenticationToken"
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gitpod.v1 import runner_configuration_pb2 as pb
-from gitpod.v1 import runner_configuration_pb2_grpc as pb_grpc
 from server.service import HostAuthService
 from server.transport.status import STATUS, classify
 
@@ -34,57 +35,56 @@ async def _call(method: Callable[[Req], Awaitable[Res]], request: Req, context: 
     raise AssertionError("unreachable: abort raises")
 
 
-class GrpcRunnerConfiguration:
-    """The servicer grpcio calls: one line per method into the core."""
+class _Undecodable:
+    """A request whose bytes do not parse: answered invalid_argument."""
 
-    __slots__ = ("_core",)
+    __slots__ = ("reason",)
 
-    def __init__(self, core: HostAuthService) -> None:
-        self._core = core
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
-    async def CreateHostAuthenticationToken(  # noqa: N802
-        self,
-        request: pb.CreateHostAuthenticationTokenRequest,
-        context: Context[pb.CreateHostAuthenticationTokenRequest, pb.CreateHostAuthenticationTokenResponse],
-    ) -> pb.CreateHostAuthenticationTokenResponse:
-        return await _call(self._core.create_host_authentication_token, request, context)
 
-    async def GetHostAuthenticationToken(  # noqa: N802
-        self,
-        request: pb.GetHostAuthenticationTokenRequest,
-        context: Context[pb.GetHostAuthenticationTokenRequest, pb.GetHostAuthenticationTokenResponse],
-    ) -> pb.GetHostAuthenticationTokenResponse:
-        return await _call(self._core.get_host_authentication_token, request, context)
+def _decoder(message_type: type[Message]) -> Callable[[bytes], Message | _Undecodable]:
+    # grpcio answers a deserializer's exception with UNKNOWN; bad input is the
+    # caller's mistake, so it must come back as INVALID_ARGUMENT, as on Connect.
+    def decode(data: bytes) -> Message | _Undecodable:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return _Undecodable(f"unmarshal message: {exc}")
 
-    async def ListHostAuthenticationTokens(  # noqa: N802
-        self,
-        request: pb.ListHostAuthenticationTokensRequest,
-        context: Context[pb.ListHostAuthenticationTokensRequest, pb.ListHostAuthenticationTokensResponse],
-    ) -> pb.ListHostAuthenticationTokensResponse:
-        return await _call(self._core.list_host_authentication_tokens, request, context)
+    return decode
 
-    async def UpdateHostAuthenticationToken(  # noqa: N802
-        self,
-        request: pb.UpdateHostAuthenticationTokenRequest,
-        context: Context[pb.UpdateHostAuthenticationTokenRequest, pb.UpdateHostAuthenticationTokenResponse],
-    ) -> pb.UpdateHostAuthenticationTokenResponse:
-        return await _call(self._core.update_host_authentication_token, request, context)
 
-    async def DeleteHostAuthenticationToken(  # noqa: N802
-        self,
-        request: pb.DeleteHostAuthenticationTokenRequest,
-        context: Context[pb.DeleteHostAuthenticationTokenRequest, pb.DeleteHostAuthenticationTokenResponse],
-    ) -> pb.DeleteHostAuthenticationTokenResponse:
-        return await _call(self._core.delete_host_authentication_token, request, context)
+def _method_handler(
+    method: Callable[[Any], Awaitable[Message]], request_type: type[Message]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    async def handle(request: Message | _Undecodable, context: Context[Any, Any]) -> Message:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+            raise AssertionError("unreachable: abort raises")
+        return await _call(method, request, context)
 
-    async def GetHostAuthenticationTokenValue(  # noqa: N802
-        self,
-        request: pb.GetHostAuthenticationTokenValueRequest,
-        context: Context[
-            pb.GetHostAuthenticationTokenValueRequest, pb.GetHostAuthenticationTokenValueResponse
-        ],
-    ) -> pb.GetHostAuthenticationTokenValueResponse:
-        return await _call(self._core.get_host_authentication_token_value, request, context)
+    return grpc.unary_unary_rpc_method_handler(
+        handle,
+        request_deserializer=_decoder(request_type),
+        response_serializer=lambda message: message.SerializeToString(),
+    )
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def service_handler(core: HostAuthService) -> grpc.GenericRpcHandler[Any, Any]:
+    """One handler per RPC of the proto service, each calling the core's method
+    of the same name (CreateHostAuthenticationToken -> create_host_authentication_token)."""
+    service = pb.DESCRIPTOR.services_by_name["RunnerConfigurationService"]
+    handlers = {
+        m.name: _method_handler(getattr(core, _snake_case(m.name)), getattr(pb, m.input_type.name))
+        for m in service.methods
+    }
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +99,7 @@ class GrpcServer:
 
 def build_grpc_server(core: HostAuthService, *, max_message_bytes: int) -> GrpcServer:
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
-    pb_grpc.add_RunnerConfigurationServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        GrpcRunnerConfiguration(core), server
-    )
+    server.add_generic_rpc_handlers((service_handler(core),))
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
