@@ -39,7 +39,7 @@ test: install check-gen
 	$(PY) -m pytest -q
 
 run: install
-	$(PY) -m server --dev
+	$(PY) -m server serve --dev
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

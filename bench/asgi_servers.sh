@@ -12,7 +12,7 @@ trap 'rm -rf "$data"' EXIT
 declare -A result
 for server in uvicorn hypercorn; do
   HOSTAUTH_HTTP_SERVER=$server HOSTAUTH_DATA_DIR=$data HOSTAUTH_HTTP_ADDR=127.0.0.1:18080 \
-    HOSTAUTH_GRPC_ADDR=127.0.0.1:19090 .venv/bin/python -m server --dev >"$data/$server.log" 2>&1 &
+    HOSTAUTH_GRPC_ADDR=127.0.0.1:19090 .venv/bin/python -m server serve --dev >"$data/$server.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18080/ && break; sleep 0.2; done
   for script in unimplemented create; do

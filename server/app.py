@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from server.auth.authenticator import Authenticator
 from server.config import Address, Settings
 from server.service import HostAuthService
 from server.transport.connect import build_connect_app
@@ -38,8 +39,8 @@ def _listen(addr: Address) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve(core: HostAuthService, settings: Settings) -> AsyncIterator[Running]:
-    grpc_server = build_grpc_server(core, max_message_bytes=settings.max_message_bytes)
+async def serve(core: HostAuthService, auth: Authenticator, settings: Settings) -> AsyncIterator[Running]:
+    grpc_server = build_grpc_server(core, auth, max_message_bytes=settings.max_message_bytes)
     grpc_port = grpc_server.server.add_insecure_port(str(settings.grpc_addr))
     if grpc_port == 0:
         raise OSError(f"cannot listen for gRPC on {settings.grpc_addr}")
@@ -47,7 +48,7 @@ async def serve(core: HostAuthService, settings: Settings) -> AsyncIterator[Runn
     # (tests) resolves to a known port before anyone connects.
     sock = _listen(settings.http_addr)
     http_port = sock.getsockname()[1]
-    app = build_connect_app(core, max_message_bytes=settings.max_message_bytes)
+    app = build_connect_app(core, auth, max_message_bytes=settings.max_message_bytes)
     await grpc_server.server.start()
     stop = asyncio.Event()
     http_task = asyncio.create_task(serve_asgi(settings.http_server, app, sock, stop))

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.auth.jwt_verifier import JwtSettings
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed."""
@@ -44,6 +46,10 @@ class Settings:
     keyring_file: Path | None = None
     dev: bool = False
     http_server: str = "hypercorn"
+    # None: JWTs are not accepted (API keys only).
+    jwt: JwtSettings | None = None
+    # --dev: use this API key as the development key instead of generating one.
+    dev_api_key: str | None = dataclasses.field(default=None, repr=False)
     # Requests above this size are refused with resource_exhausted.
     max_message_bytes: int = 1 << 20
 
@@ -65,7 +71,40 @@ class Settings:
             keyring_file=Path(env["HOSTAUTH_KEYRING_FILE"]) if env.get("HOSTAUTH_KEYRING_FILE") else None,
             dev=dev,
             http_server=http_server,
+            jwt=_jwt_settings(env),
+            dev_api_key=env.get("HOSTAUTH_DEV_API_KEY") or None,
         )
         if settings.database_url is None and not dev:
             raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")
         return settings
+
+
+def _jwt_settings(env: Mapping[str, str]) -> JwtSettings | None:
+    names = (
+        "HOSTAUTH_JWT_ISSUER",
+        "HOSTAUTH_JWT_AUDIENCE",
+        "HOSTAUTH_JWT_JWKS_FILE",
+        "HOSTAUTH_JWT_PEM_FILES",
+    )
+    if not any(env.get(n) for n in names):
+        return None
+    issuer, audience = env.get("HOSTAUTH_JWT_ISSUER", ""), env.get("HOSTAUTH_JWT_AUDIENCE", "")
+    if not issuer or not audience:
+        raise ConfigError("JWTs need both HOSTAUTH_JWT_ISSUER and HOSTAUTH_JWT_AUDIENCE")
+    leeway = env.get("HOSTAUTH_JWT_LEEWAY_S", "30")
+    if not leeway.isdigit():
+        raise ConfigError(f"HOSTAUTH_JWT_LEEWAY_S must be a number of seconds, got {leeway!r}")
+    try:
+        return JwtSettings(
+            issuer=issuer,
+            audience=audience,
+            jwks_file=Path(env["HOSTAUTH_JWT_JWKS_FILE"]) if env.get("HOSTAUTH_JWT_JWKS_FILE") else None,
+            pem_files=tuple(Path(p) for p in env.get("HOSTAUTH_JWT_PEM_FILES", "").split(",") if p),
+            algorithms=tuple(
+                a.strip() for a in env.get("HOSTAUTH_JWT_ALGORITHMS", "RS256,ES256,EdDSA").split(",")
+            ),
+            leeway_s=int(leeway),
+            principal_claim=env.get("HOSTAUTH_JWT_PRINCIPAL_CLAIM", "principal"),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

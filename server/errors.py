@@ -64,6 +64,14 @@ class NotFound(ServiceError):
     code = ErrorCode.NOT_FOUND
 
 
+class Unauthenticated(ServiceError):
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServiceError):
+    code = ErrorCode.PERMISSION_DENIED
+
+
 class Aborted(ServiceError):
     code = ErrorCode.ABORTED
 

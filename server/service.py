@@ -13,10 +13,30 @@ from uuid import UUID, uuid4
 
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
+from server.auth.caller import Call
 from server.crypto import DecryptionError, Sealer, SecretContext
 from server.cursor import CursorCodec
-from server.errors import Aborted, DataLoss, FieldViolation, InvalidArgument, NotFound
-from server.store import KEEP, Ciphertext, ListQuery, SealedSecrets, TokenChanges, TokenRecord, TokenStore
+from server.errors import (
+    Aborted,
+    DataLoss,
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+)
+from server.policy import Action, Scope, may, scope_of
+from server.store import (
+    KEEP,
+    AuditEvent,
+    Ciphertext,
+    ListQuery,
+    SealedSecrets,
+    TokenChanges,
+    TokenRecord,
+    TokenStore,
+)
 from server.validation import create_violations, id_violations, list_violations, update_violations
 
 log = logging.getLogger(__name__)
@@ -32,9 +52,10 @@ FIELD_REFRESH_TOKEN = "refresh_token"
 
 
 def resolve_subject(
-    req: pb.CreateHostAuthenticationTokenRequest, violations: list[FieldViolation]
+    req: pb.CreateHostAuthenticationTokenRequest, violations: list[FieldViolation], call: Call
 ) -> tuple[str, int]:
-    """The token's subject: `subject` when set, else the deprecated user_id.
+    """The token's subject: `subject` when set, else the deprecated user_id,
+    else (for a user calling) the user itself.
 
     A subject with neither id nor principal counts as unset (an empty JSON
     object `"subject": {}` says nothing).
@@ -48,6 +69,8 @@ def resolve_subject(
         return subject.id, subject.principal
     if req.user_id:
         return req.user_id, identity_pb2.PRINCIPAL_USER
+    if call.caller.principal == identity_pb2.PRINCIPAL_USER:
+        return str(call.caller.subject_id), identity_pb2.PRINCIPAL_USER
     return "", identity_pb2.PRINCIPAL_UNSPECIFIED
 
 
@@ -87,7 +110,12 @@ def not_found(token_id: UUID) -> NotFound:
 
 
 class HostAuthService:
-    """RunnerConfigurationService, independent of any wire."""
+    """RunnerConfigurationService, independent of any wire.
+
+    Every method takes the request and the Call (who, request id). Writes and
+    secret reads leave an audit row: a write's in its own transaction, a
+    GetValue's before any secret is returned.
+    """
 
     __slots__ = ("_cursors", "_sealer", "_store")
 
@@ -96,25 +124,82 @@ class HostAuthService:
         self._sealer = sealer
         self._cursors = cursors
 
+    # -- helpers -------------------------------------------------------------
+
     def _seal_one(self, token_id: UUID, field: str, value: str) -> Ciphertext:
         return Ciphertext(self._sealer.seal(value.encode(), SecretContext(str(token_id), field)))
 
     def _seal(self, token_id: UUID, token: str, refresh_token: str) -> SealedSecrets:
         return SealedSecrets(
             token=self._seal_one(token_id, FIELD_TOKEN, token),
-            refresh_token=self._seal_one(token_id, FIELD_REFRESH_TOKEN, refresh_token)
-            if refresh_token
-            else None,
+            refresh_token=(
+                self._seal_one(token_id, FIELD_REFRESH_TOKEN, refresh_token) if refresh_token else None
+            ),
         )
 
     def _open(self, token_id: UUID, field: str, sealed: Ciphertext) -> str:
         return self._sealer.open(sealed, SecretContext(str(token_id), field)).decode()
 
+    @staticmethod
+    def _event(call: Call, action: Action, token_id: UUID | None, outcome: str) -> AuditEvent:
+        caller = call.caller
+        return AuditEvent(
+            call.request_id,
+            action.value,
+            token_id,
+            caller.principal,
+            caller.subject_id,
+            caller.credential_id,
+            outcome,
+        )
+
+    async def _audit_refusal(self, call: Call, action: Action, token_id: UUID | None, exc: Exception) -> None:
+        """Record a refused write or secret read; a failure here is logged, the
+        refusal stands."""
+        outcome = exc.code.value if isinstance(exc, ServiceError) else "internal"
+        try:
+            async with self._store.session() as db:
+                await db.audit(self._event(call, action, token_id, outcome))
+        except Exception as audit_exc:  # noqa: BLE001 # the caller gets the first error
+            log.error(
+                "request %s: audit of refused %s failed: %s",
+                call.request_id,
+                action.value,
+                type(audit_exc).__name__,
+            )
+
+    @staticmethod
+    def _token_id_of(raw: str) -> UUID | None:
+        return UUID(raw) if not id_violations(raw) else None
+
+    @staticmethod
+    def _visible_scope(call: Call) -> Scope:
+        scope = scope_of(call.caller)
+        if scope is None:
+            raise PermissionDenied("this principal may not use host authentication tokens")
+        return scope
+
+    def _require(self, call: Call, action: Action) -> None:
+        if not may(call.caller, action):
+            raise PermissionDenied(f"{action.value} is not allowed for this caller")
+
+    # -- the six methods -----------------------------------------------------
+
     async def create_host_authentication_token(
-        self, req: pb.CreateHostAuthenticationTokenRequest
+        self, req: pb.CreateHostAuthenticationTokenRequest, call: Call
     ) -> pb.CreateHostAuthenticationTokenResponse:
+        try:
+            return await self._create(req, call)
+        except Exception as exc:
+            await self._audit_refusal(call, Action.CREATE, None, exc)
+            raise
+
+    async def _create(
+        self, req: pb.CreateHostAuthenticationTokenRequest, call: Call
+    ) -> pb.CreateHostAuthenticationTokenResponse:
+        self._require(call, Action.CREATE)
         violations = create_violations(req)
-        subject_id, principal = resolve_subject(req, violations)
+        subject_id, principal = resolve_subject(req, violations, call)
         if violations:
             raise InvalidArgument(violations)
         record = TokenRecord(
@@ -128,7 +213,11 @@ class HostAuthService:
             integration_id=UUID(req.integration_id) if req.integration_id else None,
             scopes=tuple(req.scopes),
         )
-        async with self._store.session() as db:
+        if not self._visible_scope(call).sees(record):
+            raise PermissionDenied(
+                "a user may only create its own tokens, a runner only tokens with its own runner_id"
+            )
+        async with self._store.session() as db, db.transaction():
             for _ in range(_UPSERT_ATTEMPTS):
                 # Most Creates are new: try the insert first, and on a
                 # conflict re-seal under the existing id (the ciphertexts are
@@ -144,35 +233,46 @@ class HostAuthService:
                 record = dataclasses.replace(record, id=uuid4())
             else:
                 raise Aborted("the token was changed concurrently too often; retry the request")
+            await db.audit(self._event(call, Action.CREATE, record.id, "ok"))
         return pb.CreateHostAuthenticationTokenResponse(token=to_message(record))
 
     async def get_host_authentication_token(
-        self, req: pb.GetHostAuthenticationTokenRequest
+        self, req: pb.GetHostAuthenticationTokenRequest, call: Call
     ) -> pb.GetHostAuthenticationTokenResponse:
+        scope = self._visible_scope(call)
         token_id = parse_id(req.id)
         async with self._store.session() as db:
             record = await db.get(token_id)
-        if record is None:
+        if record is None or not scope.sees(record):
             raise not_found(token_id)
+        self._require(call, Action.GET)
         return pb.GetHostAuthenticationTokenResponse(token=to_message(record))
 
     async def list_host_authentication_tokens(
-        self, req: pb.ListHostAuthenticationTokensRequest
+        self, req: pb.ListHostAuthenticationTokensRequest, call: Call
     ) -> pb.ListHostAuthenticationTokensResponse:
+        scope = self._visible_scope(call)
+        self._require(call, Action.LIST)
         violations = list_violations(req)
         if violations:
             raise InvalidArgument(violations)
         f = req.filter
-        runner_id = UUID(f.runner_id) if f.HasField("runner_id") else None
+        runner_ids = {UUID(f.runner_id)} if f.HasField("runner_id") else set()
         # user_id is the deprecated name of subject_id; both present must agree.
         subject_ids = {UUID(getattr(f, name)) for name in ("subject_id", "user_id") if f.HasField(name)}
-        scope = f"runner={runner_id or ''};subjects={','.join(sorted(map(str, subject_ids)))}"
-        after = self._cursors.decode(req.pagination.token, scope) if req.pagination.token else None
-        if len(subject_ids) > 1:
-            return pb.ListHostAuthenticationTokensResponse()  # no token has two subjects
+        # The caller's scope narrows the filters: a token outside it matches nothing.
+        if scope.runner_id is not None:
+            runner_ids.add(scope.runner_id)
+        if scope.subject_id is not None:
+            subject_ids.add(scope.subject_id)
+        runners, subjects = (",".join(sorted(map(str, ids))) for ids in (runner_ids, subject_ids))
+        cursor_scope = f"runners={runners};subjects={subjects}"
+        after = self._cursors.decode(req.pagination.token, cursor_scope) if req.pagination.token else None
+        if len(subject_ids) > 1 or len(runner_ids) > 1:
+            return pb.ListHostAuthenticationTokensResponse()  # no token has two
         page_size = req.pagination.page_size or DEFAULT_PAGE_SIZE
         query = ListQuery(
-            runner_id=runner_id,
+            runner_id=next(iter(runner_ids), None),
             subject_id=next(iter(subject_ids), None),
             after=after,
             limit=page_size + 1,  # one more tells whether a next page exists
@@ -182,66 +282,110 @@ class HostAuthService:
         page = rows[:page_size]
         response = pb.ListHostAuthenticationTokensResponse(tokens=[to_message(r) for r, _ in page])
         if len(rows) > page_size:
-            response.pagination.next_token = self._cursors.encode(page[-1][1], scope)
+            response.pagination.next_token = self._cursors.encode(page[-1][1], cursor_scope)
         return response
 
+    async def _refuse_or_hide(self, call: Call, action: Action, token_id: UUID, scope: Scope) -> None:
+        """For an action the caller may not take: not_found unless it sees the token."""
+        async with self._store.session() as db:
+            record = await db.get(token_id)
+        if record is None or not scope.sees(record):
+            raise not_found(token_id)
+        raise PermissionDenied(f"{action.value} is not allowed for this caller")
+
     async def update_host_authentication_token(
-        self, req: pb.UpdateHostAuthenticationTokenRequest
+        self, req: pb.UpdateHostAuthenticationTokenRequest, call: Call
     ) -> pb.UpdateHostAuthenticationTokenResponse:
+        try:
+            return await self._update(req, call)
+        except Exception as exc:
+            await self._audit_refusal(call, Action.UPDATE, self._token_id_of(req.id), exc)
+            raise
+
+    async def _update(
+        self, req: pb.UpdateHostAuthenticationTokenRequest, call: Call
+    ) -> pb.UpdateHostAuthenticationTokenResponse:
+        scope = self._visible_scope(call)
         violations = update_violations(req)
         if violations:
             raise InvalidArgument(violations)
         token_id = UUID(req.id)
+        if not may(call.caller, Action.UPDATE):
+            await self._refuse_or_hide(call, Action.UPDATE, token_id, scope)
+        refresh_token: Ciphertext | None = None
+        if req.refresh_token:  # present and empty clears the refresh token
+            refresh_token = self._seal_one(token_id, FIELD_REFRESH_TOKEN, req.refresh_token)
         changes = TokenChanges(
             token=self._seal_one(token_id, FIELD_TOKEN, req.token) if req.HasField("token") else KEEP,
-            refresh_token=(
-                (
-                    self._seal_one(token_id, FIELD_REFRESH_TOKEN, req.refresh_token)
-                    if req.refresh_token
-                    else None
-                )
-                if req.HasField("refresh_token")
-                else KEEP
-            ),
+            refresh_token=refresh_token if req.HasField("refresh_token") else KEEP,
             expires_at=req.expires_at.ToDatetime(tzinfo=UTC) if req.HasField("expires_at") else KEEP,
             # An empty list leaves the scopes as they are (see the proto).
             scopes=tuple(req.scopes) if req.scopes else KEEP,
         )
-        async with self._store.session() as db:
-            if not await db.update(token_id, changes):
+        async with self._store.session() as db, db.transaction():
+            if not await db.update(token_id, changes, runner_id=scope.runner_id, subject_id=scope.subject_id):
                 raise not_found(token_id)
+            await db.audit(self._event(call, Action.UPDATE, token_id, "ok"))
         return pb.UpdateHostAuthenticationTokenResponse()
 
     async def delete_host_authentication_token(
-        self, req: pb.DeleteHostAuthenticationTokenRequest
+        self, req: pb.DeleteHostAuthenticationTokenRequest, call: Call
     ) -> pb.DeleteHostAuthenticationTokenResponse:
+        try:
+            return await self._delete(req, call)
+        except Exception as exc:
+            await self._audit_refusal(call, Action.DELETE, self._token_id_of(req.id), exc)
+            raise
+
+    async def _delete(
+        self, req: pb.DeleteHostAuthenticationTokenRequest, call: Call
+    ) -> pb.DeleteHostAuthenticationTokenResponse:
+        scope = self._visible_scope(call)
         token_id = parse_id(req.id)
-        async with self._store.session() as db:
-            if not await db.delete(token_id):
+        if not may(call.caller, Action.DELETE):
+            await self._refuse_or_hide(call, Action.DELETE, token_id, scope)
+        async with self._store.session() as db, db.transaction():
+            if not await db.delete(token_id, runner_id=scope.runner_id, subject_id=scope.subject_id):
                 raise not_found(token_id)
+            await db.audit(self._event(call, Action.DELETE, token_id, "ok"))
         return pb.DeleteHostAuthenticationTokenResponse()
 
     async def get_host_authentication_token_value(
-        self, req: pb.GetHostAuthenticationTokenValueRequest
+        self, req: pb.GetHostAuthenticationTokenValueRequest, call: Call
     ) -> pb.GetHostAuthenticationTokenValueResponse:
+        try:
+            return await self._get_value(req, call)
+        except Exception as exc:
+            await self._audit_refusal(call, Action.GET_VALUE, self._token_id_of(req.id), exc)
+            raise
+
+    async def _get_value(
+        self, req: pb.GetHostAuthenticationTokenValueRequest, call: Call
+    ) -> pb.GetHostAuthenticationTokenValueResponse:
+        scope = self._visible_scope(call)
         token_id = parse_id(req.id)
         async with self._store.session() as db:
             found = await db.get_with_secrets(token_id)
-        if found is None:
-            raise not_found(token_id)
-        record, sealed = found
-        try:
-            token = self._open(token_id, FIELD_TOKEN, sealed.token)
-            refresh_token = (
-                self._open(token_id, FIELD_REFRESH_TOKEN, sealed.refresh_token)
-                if sealed.refresh_token
-                else ""
-            )
-        except DecryptionError as exc:
-            log.error("GetHostAuthenticationTokenValue: %s", exc)  # names id and field, never a secret
-            raise DataLoss(
-                f"the stored secrets of host authentication token {token_id} cannot be decrypted"
-            ) from None
+            if found is None or not scope.sees(found[0]):
+                raise not_found(token_id)
+            self._require(call, Action.GET_VALUE)
+            record, sealed = found
+            try:
+                token = self._open(token_id, FIELD_TOKEN, sealed.token)
+                refresh_token = ""
+                if sealed.refresh_token is not None:
+                    refresh_token = self._open(token_id, FIELD_REFRESH_TOKEN, sealed.refresh_token)
+            except DecryptionError as exc:
+                log.error("request %s: %s", call.request_id, exc)  # names id and field, never a secret
+                raise DataLoss(
+                    f"the stored secrets of host authentication token {token_id} cannot be decrypted"
+                ) from None
+            # No record, no secret: the read is on the audit trail before it leaves.
+            try:
+                await db.audit(self._event(call, Action.GET_VALUE, token_id, "ok"))
+            except Exception as exc:  # noqa: BLE001 # whatever failed, no secret leaves
+                log.error("request %s: audit of GetValue failed: %s", call.request_id, type(exc).__name__)
+                raise Internal("the read could not be recorded, so no secret is returned") from None
         response = pb.GetHostAuthenticationTokenValueResponse(
             id=str(token_id), token=token, refresh_token=refresh_token
         )

@@ -8,19 +8,27 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
 
+from gitpod.v1 import identity_pb2
 from server.app import Running, serve
+from server.auth.api_keys import hash_api_key, new_api_key
+from server.auth.authenticator import Authenticator
+from server.auth.caller import Call, Caller
+from server.auth.jwt_verifier import JwtSettings, JwtVerifier
 from server.config import Address, Settings
 from server.crypto import LocalKeyring, Sealer
 from server.crypto.keyring import generate_keyring_json
 from server.cursor import CursorCodec
 from server.embedded_pg import EmbeddedPostgres
+from server.policy import READ_SECRETS
 from server.service import HostAuthService
-from server.store import TokenStore, connect_pool, cursor_key
+from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key
 from tests.db import create_database
+from tests.jwts import AUDIENCE, ISSUER, Issuer
 from tests.wire import READ_WIRES, WIRES, ConnectWire, GrpcWire, Wire
 
 TEST_KEYRING_JSON = generate_keyring_json("test-key-1")
@@ -72,22 +80,54 @@ async def core(pool: asyncpg.Pool, sealer: Sealer) -> HostAuthService:
 
 
 @pytest.fixture(scope="session")
-async def running(core: HostAuthService, database_dsn: str) -> AsyncIterator[Running]:
+def admin_call() -> Call:
+    """For tests that drive the core directly: a service account that may read secrets."""
+    caller = Caller(identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4(), "test:admin", frozenset({READ_SECRETS}))
+    return Call(caller, "test-request")
+
+
+@pytest.fixture(scope="session")
+def api_keys(pool: asyncpg.Pool) -> ApiKeyStore:
+    return ApiKeyStore(pool)
+
+
+async def make_api_key(api_keys: ApiKeyStore, principal: int, subject_id: UUID, *grants: str) -> str:
+    key = new_api_key()
+    await api_keys.create(hash_api_key(key), principal, subject_id, grants)
+    return key
+
+
+@pytest.fixture(scope="session")
+async def admin_key(api_keys: ApiKeyStore) -> str:
+    """The credential the wire tests use: a service account with secrets:read."""
+    return await make_api_key(api_keys, identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4(), READ_SECRETS)
+
+
+@pytest.fixture(scope="session")
+def jwt_issuer(tmp_path_factory: pytest.TempPathFactory) -> Issuer:
+    return Issuer(tmp_path_factory.mktemp("jwks") / "jwks.json")
+
+
+@pytest.fixture(scope="session")
+async def running(
+    core: HostAuthService, api_keys: ApiKeyStore, jwt_issuer: Issuer, database_dsn: str
+) -> AsyncIterator[Running]:
+    jwt = JwtVerifier(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=jwt_issuer.jwks_file))
     settings = Settings(
         http_addr=Address("127.0.0.1", 0),
         grpc_addr=Address("127.0.0.1", 0),
         database_url=database_dsn,
     )
-    async with serve(core, settings) as running:
+    async with serve(core, Authenticator(api_keys, jwt), settings) as running:
         yield running
 
 
 @pytest.fixture(scope="session")
-async def wires(running: Running) -> AsyncIterator[dict[str, Wire]]:
-    grpc_wire = GrpcWire(str(running.grpc))
-    json_wire = ConnectWire(running.http_url, "json")
-    proto_wire = ConnectWire(running.http_url, "proto")
-    get_wire = ConnectWire(running.http_url, "proto", use_get=True)
+async def wires(running: Running, admin_key: str) -> AsyncIterator[dict[str, Wire]]:
+    grpc_wire = GrpcWire(str(running.grpc), admin_key)
+    json_wire = ConnectWire(running.http_url, "json", credential=admin_key)
+    proto_wire = ConnectWire(running.http_url, "proto", credential=admin_key)
+    get_wire = ConnectWire(running.http_url, "proto", use_get=True, credential=admin_key)
     all_wires = (grpc_wire, json_wire, proto_wire, get_wire)
     yield {w.name: w for w in all_wires}
     for w in all_wires:

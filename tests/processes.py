@@ -52,7 +52,7 @@ def start_server(log_dir: Path, env: Mapping[str, str], *, args: tuple[str, ...]
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server", *args],
+            [sys.executable, "-m", "server", "serve", *args],
             cwd=ROOT,
             env=full_env,
             stdout=out,

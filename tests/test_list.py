@@ -11,30 +11,32 @@ import pytest
 
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
+from server.auth.caller import Call
 from server.service import HostAuthService
 from tests.lifecycle import list_all, list_page
 from tests.requests import create_request
 from tests.wire import ConnectWire, RpcError, Wire, connect_error
 
 
-async def make_tokens(core: HostAuthService, runner_id: str, count: int) -> list[str]:
+async def make_tokens(core: HostAuthService, call: Call, runner_id: str, count: int) -> list[str]:
     ids = []
     for _ in range(count):
-        answer = await core.create_host_authentication_token(create_request(runner_id=runner_id))
+        answer = await core.create_host_authentication_token(create_request(runner_id=runner_id), call)
         ids.append(answer.token.id)
     return ids
 
 
 @pytest.fixture(scope="session")
-async def sixty(core: HostAuthService) -> tuple[str, list[str]]:
+async def sixty(core: HostAuthService, admin_call: Call) -> tuple[str, list[str]]:
     """60 tokens of one runner, and their ids in List order."""
     runner_id = str(uuid4())
-    created = await make_tokens(core, runner_id, 60)
+    created = await make_tokens(core, admin_call, runner_id, 60)
     page = await core.list_host_authentication_tokens(
         pb.ListHostAuthenticationTokensRequest(
             pagination={"page_size": 100},  # type: ignore[arg-type]
             filter=pb.ListHostAuthenticationTokensRequest.Filter(runner_id=runner_id),
-        )
+        ),
+        admin_call,
     )
     order = [t.id for t in page.tokens]
     assert sorted(order) == sorted(created)
@@ -57,20 +59,22 @@ async def test_default_page_size_is_25(read_wire: Wire, sixty: tuple[str, list[s
     assert page.pagination.next_token
 
 
-async def test_walk_while_others_insert_and_delete(read_wire: Wire, core: HostAuthService) -> None:
+async def test_walk_while_others_insert_and_delete(
+    read_wire: Wire, core: HostAuthService, admin_call: Call
+) -> None:
     runner_id = str(uuid4())
-    stable = await make_tokens(core, runner_id, 40)
-    volatile = await make_tokens(core, runner_id, 20)
+    stable = await make_tokens(core, admin_call, runner_id, 40)
+    volatile = await make_tokens(core, admin_call, runner_id, 20)
     walking = asyncio.Event()
     walking.set()
 
     async def churn() -> int:
         changes = 0
         while walking.is_set() and changes < 200:
-            await core.create_host_authentication_token(create_request(runner_id=runner_id))
+            await core.create_host_authentication_token(create_request(runner_id=runner_id), admin_call)
             if volatile:
                 await core.delete_host_authentication_token(
-                    pb.DeleteHostAuthenticationTokenRequest(id=volatile.pop())
+                    pb.DeleteHostAuthenticationTokenRequest(id=volatile.pop()), admin_call
                 )
             changes += 1
             await asyncio.sleep(0)
@@ -167,14 +171,14 @@ async def test_page_size_out_of_range(read_wire: Wire, page_size: int) -> None:
     )
 
 
-async def test_filters_combine(read_wire: Wire, core: HostAuthService) -> None:
+async def test_filters_combine(read_wire: Wire, core: HostAuthService, admin_call: Call) -> None:
     subject_a, subject_b = str(uuid4()), str(uuid4())
     runner_1, runner_2 = str(uuid4()), str(uuid4())
 
     async def make(runner_id: str, subject_id: str) -> str:
         subject = identity_pb2.Subject(id=subject_id, principal=identity_pb2.PRINCIPAL_USER)
         answer = await core.create_host_authentication_token(
-            create_request(runner_id=runner_id, subject=subject)
+            create_request(runner_id=runner_id, subject=subject), admin_call
         )
         return answer.token.id
 

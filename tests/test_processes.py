@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import uuid4
 
 import asyncpg
 import pytest
 
+from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
-from tests.conftest import TEST_KEYRING_JSON
+from server.auth.api_keys import new_api_key
+from server.store import ApiKeyStore, connect_pool
+from server.store.migrate import load_migrations
+from tests.conftest import TEST_KEYRING_JSON, make_api_key
 from tests.db import create_database
 from tests.processes import ROOT, ServerProcess, start_server, wait_serving
 from tests.requests import create_request
@@ -33,10 +39,13 @@ async def test_two_servers_started_at_once_on_an_empty_database_both_serve(
     servers = [start_server(log_dir, env), start_server(log_dir, env)]
     try:
         await asyncio.gather(*(wait_serving(s) for s in servers))
+        pool = await connect_pool(dsn, min_size=1, max_size=1)
+        key = await make_api_key(ApiKeyStore(pool), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4())
+        await pool.close()
         for server in servers:
             for wire in (
-                GrpcWire(f"127.0.0.1:{server.grpc_port}"),
-                ConnectWire(f"http://127.0.0.1:{server.http_port}", "proto"),
+                GrpcWire(f"127.0.0.1:{server.grpc_port}", key),
+                ConnectWire(f"http://127.0.0.1:{server.http_port}", "proto", credential=key),
             ):
                 req = create_request()
                 answer = await wire.call(
@@ -52,9 +61,9 @@ async def test_two_servers_started_at_once_on_an_empty_database_both_serve(
         tokens = await conn.fetchval("SELECT count(*) FROM host_authentication_tokens")
     finally:
         await conn.close()
-    assert [r["version"] for r in versions] == [1]
+    assert [r["version"] for r in versions] == [m.version for m in load_migrations()]
     assert tokens == 4
-    assert sum("applied migration" in log for log in logs) == 1  # exactly one applied it
+    assert sum("applied migration" in log for log in logs) == 1  # exactly one server applied them
 
 
 def readme_commands() -> list[str]:
@@ -74,10 +83,21 @@ def test_readme_has_the_three_calls() -> None:
 
 
 @pytest.fixture
-async def dev_server(admin_dsn: str, log_dir: Path) -> AsyncIterator[ServerProcess]:
+def dev_api_key() -> str:
+    return new_api_key()
+
+
+@pytest.fixture
+async def dev_server(admin_dsn: str, log_dir: Path, dev_api_key: str) -> AsyncIterator[ServerProcess]:
     dsn = await create_database(admin_dsn)
     server = start_server(
-        log_dir, {"DATABASE_URL": dsn, "HOSTAUTH_DATA_DIR": str(log_dir / "data")}, args=("--dev",)
+        log_dir,
+        {
+            "DATABASE_URL": dsn,
+            "HOSTAUTH_DATA_DIR": str(log_dir / "data"),
+            "HOSTAUTH_DEV_API_KEY": dev_api_key,
+        },
+        args=("--dev",),
     )
     await wait_serving(server)
     yield server
@@ -85,12 +105,17 @@ async def dev_server(admin_dsn: str, log_dir: Path) -> AsyncIterator[ServerProce
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
-async def test_readme_call_works(dev_server: ServerProcess, index: int) -> None:
+async def test_readme_call_works(dev_server: ServerProcess, dev_api_key: str, index: int) -> None:
     command = readme_commands()[index]
     command = command.replace("127.0.0.1:8080", f"127.0.0.1:{dev_server.http_port}")
     command = command.replace("127.0.0.1:9090", f"127.0.0.1:{dev_server.grpc_port}")
     result = await asyncio.to_thread(
-        subprocess.run, ["bash", "-euo", "pipefail", "-c", command], cwd=ROOT, capture_output=True, timeout=60
+        subprocess.run,
+        ["bash", "-euo", "pipefail", "-c", command],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "HOSTAUTH_DEV_API_KEY": dev_api_key},
     )
     assert result.returncode == 0, result.stderr.decode()
     answer = json.loads(result.stdout)

@@ -42,12 +42,14 @@ async def test_gzip_request_and_response(wires: dict[str, Wire], encoding: str) 
     response = await wire.http.post(
         f"/{SERVICE}/{CREATE}",
         content=gzip.compress(body),
-        headers={
-            "content-type": f"application/{encoding}",
-            "content-encoding": "gzip",
-            "accept-encoding": "gzip",
-            "connect-protocol-version": "1",
-        },
+        headers=wire.auth_headers(
+            {
+                "content-type": f"application/{encoding}",
+                "content-encoding": "gzip",
+                "accept-encoding": "gzip",
+                "connect-protocol-version": "1",
+            }
+        ),
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-encoding"] == "gzip"
@@ -77,7 +79,8 @@ async def test_connect_get_with_json_encoding(wires: dict[str, Wire]) -> None:
     created = await create(wire)
     message = quote(json.dumps({"id": created.id}))
     response = await wire.http.get(
-        f"/{SERVICE}/GetHostAuthenticationToken?connect=v1&encoding=json&message={message}"
+        f"/{SERVICE}/GetHostAuthenticationToken?connect=v1&encoding=json&message={message}",
+        headers=wire.auth_headers({}),
     )
     assert response.status_code == 200, response.text
     assert response.json()["token"]["id"] == created.id
@@ -93,7 +96,8 @@ async def test_connect_get_is_refused_for_methods_with_side_effects(
         pb.GetHostAuthenticationTokenValueRequest(id=created.id).SerializeToString()
     )
     response = await wire.http.get(
-        f"/{SERVICE}/{method}?connect=v1&encoding=proto&base64=1&message={message.decode().rstrip('=')}"
+        f"/{SERVICE}/{method}?connect=v1&encoding=proto&base64=1&message={message.decode().rstrip('=')}",
+        headers=wire.auth_headers({}),
     )
     assert response.status_code == 405
     assert b"gho_" not in response.content
@@ -150,11 +154,13 @@ async def test_unknown_proto_field_is_ignored_over_connect(wires: dict[str, Wire
     )
 
 
-async def test_unknown_proto_field_is_ignored_over_grpc(running: Running) -> None:
+async def test_unknown_proto_field_is_ignored_over_grpc(running: Running, admin_key: str) -> None:
     req = create_request()
     async with grpc.aio.insecure_channel(str(running.grpc)) as channel:
         call = channel.unary_unary(f"/{SERVICE}/{CREATE}")  # raw bytes both ways
-        raw = await call(req.SerializeToString() + UNKNOWN_FIELD)
+        raw = await call(
+            req.SerializeToString() + UNKNOWN_FIELD, metadata=(("authorization", f"Bearer {admin_key}"),)
+        )
     assert pb.CreateHostAuthenticationTokenResponse.FromString(raw).token.runner_id == req.runner_id
 
 

@@ -7,6 +7,7 @@ proto, and compares outcomes as (code, message) where it fails.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -56,8 +57,11 @@ class RpcError(Exception):
 
 class Wire(Protocol):
     name: str
+    credential: str | None
 
     async def call(self, method: str, request: Message, response_type: type[M]) -> M: ...
+
+    def with_credential(self, credential: str | None) -> Wire: ...
 
 
 def response_type(method: str) -> type[Message]:
@@ -68,13 +72,20 @@ def response_type(method: str) -> type[Message]:
 class GrpcWire:
     name = "grpc"
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, credential: str | None = None) -> None:
         self.channel = grpc.aio.insecure_channel(target)
         self.stub = pb_grpc.RunnerConfigurationServiceStub(self.channel)
+        self.credential = credential
+
+    def with_credential(self, credential: str | None) -> GrpcWire:
+        other = copy.copy(self)
+        other.credential = credential
+        return other
 
     async def call(self, method: str, request: Message, response_type: type[M]) -> M:
+        metadata = (("authorization", f"Bearer {self.credential}"),) if self.credential else ()
         try:
-            result = await getattr(self.stub, method)(request)
+            result = await getattr(self.stub, method)(request, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise RpcError(exc.code().name.lower(), exc.details() or "") from None
         assert isinstance(result, response_type)
@@ -87,14 +98,27 @@ class GrpcWire:
 class ConnectWire:
     """Connect unary POST, as the SDKs send it, with a JSON or proto body."""
 
-    def __init__(self, base_url: str, encoding: str, *, use_get: bool = False) -> None:
+    def __init__(
+        self, base_url: str, encoding: str, *, use_get: bool = False, credential: str | None = None
+    ) -> None:
         self.name = "connect-get" if use_get else f"connect-{encoding}"
         self.encoding = encoding
         self.use_get = use_get
         self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
+        self.credential = credential
+
+    def with_credential(self, credential: str | None) -> ConnectWire:
+        other = copy.copy(self)
+        other.credential = credential
+        return other
+
+    def auth_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        if self.credential and "authorization" not in headers:
+            return {**headers, "authorization": f"Bearer {self.credential}"}
+        return headers
 
     async def post(self, method: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        return await self.http.post(f"/{SERVICE}/{method}", content=body, headers=headers)
+        return await self.http.post(f"/{SERVICE}/{method}", content=body, headers=self.auth_headers(headers))
 
     async def get(self, method: str, message: bytes) -> httpx.Response:
         """Connect GET: the message in the URL, as the current SDK sends Get and List."""
@@ -104,7 +128,7 @@ class ConnectWire:
             "base64": "1",
             "message": base64.urlsafe_b64encode(message).rstrip(b"=").decode(),
         }
-        return await self.http.get(f"/{SERVICE}/{method}", params=params)
+        return await self.http.get(f"/{SERVICE}/{method}", params=params, headers=self.auth_headers({}))
 
     async def call(self, method: str, request: Message, response_type: type[M]) -> M:
         if self.encoding == "json":

@@ -1,5 +1,7 @@
 """PostgreSQL storage: rows in, rows out; secrets only ever as ciphertext."""
 
+from server.store.api_keys import ApiKeyRow, ApiKeyStore
+from server.store.audit import AuditEvent, AuditRow, list_audit
 from server.store.database import connect_pool
 from server.store.migrate import migrate
 from server.store.service_secrets import cursor_key
@@ -17,6 +19,10 @@ from server.store.tokens import (
 
 __all__ = [
     "KEEP",
+    "ApiKeyRow",
+    "ApiKeyStore",
+    "AuditEvent",
+    "AuditRow",
     "Ciphertext",
     "Keep",
     "ListQuery",
@@ -27,5 +33,6 @@ __all__ = [
     "TokenStore",
     "connect_pool",
     "cursor_key",
+    "list_audit",
     "migrate",
 ]

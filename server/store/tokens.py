@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Final, NewType
 from uuid import UUID
 
 import asyncpg
+from asyncpg.transaction import Transaction
+
+from server.store.audit import AuditEvent, insert_audit
 
 if TYPE_CHECKING:
     from server.store.connection import Connection
@@ -126,10 +129,13 @@ UPDATE host_authentication_tokens SET
     scopes = CASE WHEN $8 THEN $9 ELSE scopes END,
     generation = generation + 1,
     updated_at = now()
-WHERE id = $1
+WHERE id = $1 AND ($10::uuid IS NULL OR runner_id = $10) AND ($11::uuid IS NULL OR subject_id = $11)
 """
 
-_DELETE = "DELETE FROM host_authentication_tokens WHERE id = $1"
+_DELETE = """
+DELETE FROM host_authentication_tokens
+WHERE id = $1 AND ($2::uuid IS NULL OR runner_id = $2) AND ($3::uuid IS NULL OR subject_id = $3)
+"""
 
 
 def _args(record: TokenRecord, secrets: SealedSecrets) -> tuple[object, ...]:
@@ -220,19 +226,28 @@ class TokenSession:
         rows = await self._conn.fetch(sql, *params)
         return [(_record(row), (row["created_at"], row["id"])) for row in rows]
 
-    async def update(self, token_id: UUID, changes: TokenChanges) -> bool:
-        """Apply the changes; False when there is no such token."""
+    def transaction(self) -> Transaction:
+        return self._conn.transaction()
+
+    async def audit(self, event: AuditEvent) -> None:
+        await insert_audit(self._conn, event)
+
+    async def update(
+        self, token_id: UUID, changes: TokenChanges, *, runner_id: UUID | None, subject_id: UUID | None
+    ) -> bool:
+        """Apply the changes; False when there is no such token with the given
+        runner and subject ids (None: any)."""
         args: list[object] = [token_id]
         for value in (changes.token, changes.refresh_token, changes.expires_at, changes.scopes):
             if value is KEEP:
                 args += [False, None]
             else:
                 args += [True, list(value) if isinstance(value, tuple) else value]
-        status: str = await self._conn.execute(_UPDATE, *args)
+        status: str = await self._conn.execute(_UPDATE, *args, runner_id, subject_id)
         return status == "UPDATE 1"
 
-    async def delete(self, token_id: UUID) -> bool:
-        status: str = await self._conn.execute(_DELETE, token_id)
+    async def delete(self, token_id: UUID, *, runner_id: UUID | None, subject_id: UUID | None) -> bool:
+        status: str = await self._conn.execute(_DELETE, token_id, runner_id, subject_id)
         return status == "DELETE 1"
 
 

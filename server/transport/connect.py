@@ -17,6 +17,8 @@ from connectrpc.request import RequestContext
 
 from gitpod.v1 import runner_configuration_pb2 as pb
 from gitpod.v1.runner_configuration_connect import RunnerConfigurationServiceASGIApplication
+from server.auth.authenticator import Authenticator
+from server.auth.caller import Call
 from server.errors import FieldViolation, InvalidArgument
 from server.service import HostAuthService
 from server.transport.status import STATUS, classify
@@ -44,59 +46,64 @@ def apply_list_query(request: pb.ListHostAuthenticationTokensRequest, query: dic
             ) from None
 
 
-async def _call(method: Callable[[Req], Awaitable[Res]], request: Req) -> Res:
-    try:
-        return await method(request)
-    except Exception as exc:  # noqa: BLE001 # every failure becomes a status
-        code, message = classify(method.__name__, exc)
-    raise ConnectError(STATUS[code][1], message)
-
-
 class ConnectRunnerConfiguration:
     """Implements the generated RunnerConfigurationService protocol."""
 
-    __slots__ = ("_core",)
+    __slots__ = ("_auth", "_core")
 
-    def __init__(self, core: HostAuthService) -> None:
+    def __init__(self, core: HostAuthService, auth: Authenticator) -> None:
         self._core = core
+        self._auth = auth
+
+    async def _call(self, method: Callable[[Req, Call], Awaitable[Res]], request: Req, ctx: Ctx) -> Res:
+        try:
+            headers = ctx.request_headers
+            call = await self._auth.authenticate(
+                headers.get("authorization"), headers.get("x-request-id"), ctx.method.name
+            )
+            ctx.response_headers["x-request-id"] = call.request_id
+            return await method(request, call)
+        except Exception as exc:  # noqa: BLE001 # every failure becomes a status
+            code, message = classify(ctx.method.name, exc)
+        raise ConnectError(STATUS[code][1], message)
 
     async def create_host_authentication_token(
         self, request: pb.CreateHostAuthenticationTokenRequest, ctx: Ctx, /
     ) -> pb.CreateHostAuthenticationTokenResponse:
-        return await _call(self._core.create_host_authentication_token, request)
+        return await self._call(self._core.create_host_authentication_token, request, ctx)
 
     async def get_host_authentication_token(
         self, request: pb.GetHostAuthenticationTokenRequest, ctx: Ctx, /
     ) -> pb.GetHostAuthenticationTokenResponse:
-        return await _call(self._core.get_host_authentication_token, request)
+        return await self._call(self._core.get_host_authentication_token, request, ctx)
 
     async def list_host_authentication_tokens(
         self, request: pb.ListHostAuthenticationTokensRequest, ctx: Ctx, /
     ) -> pb.ListHostAuthenticationTokensResponse:
-        return await _call(self._list, request)
-
-    async def _list(
-        self, request: pb.ListHostAuthenticationTokensRequest
-    ) -> pb.ListHostAuthenticationTokensResponse:
-        query = _list_query.get()
-        if query:
-            apply_list_query(request, query)
-        return await self._core.list_host_authentication_tokens(request)
+        return await self._call(self._list, request, ctx)
 
     async def update_host_authentication_token(
         self, request: pb.UpdateHostAuthenticationTokenRequest, ctx: Ctx, /
     ) -> pb.UpdateHostAuthenticationTokenResponse:
-        return await _call(self._core.update_host_authentication_token, request)
+        return await self._call(self._core.update_host_authentication_token, request, ctx)
 
     async def delete_host_authentication_token(
         self, request: pb.DeleteHostAuthenticationTokenRequest, ctx: Ctx, /
     ) -> pb.DeleteHostAuthenticationTokenResponse:
-        return await _call(self._core.delete_host_authentication_token, request)
+        return await self._call(self._core.delete_host_authentication_token, request, ctx)
 
     async def get_host_authentication_token_value(
         self, request: pb.GetHostAuthenticationTokenValueRequest, ctx: Ctx, /
     ) -> pb.GetHostAuthenticationTokenValueResponse:
-        return await _call(self._core.get_host_authentication_token_value, request)
+        return await self._call(self._core.get_host_authentication_token_value, request, ctx)
+
+    async def _list(
+        self, request: pb.ListHostAuthenticationTokensRequest, call: Call
+    ) -> pb.ListHostAuthenticationTokensResponse:
+        query = _list_query.get()
+        if query:
+            apply_list_query(request, query)
+        return await self._core.list_host_authentication_tokens(request, call)
 
 
 class ConnectApp:
@@ -123,10 +130,10 @@ class ConnectApp:
         await self._inner(scope, receive, send)
 
 
-def build_connect_app(core: HostAuthService, *, max_message_bytes: int) -> ConnectApp:
+def build_connect_app(core: HostAuthService, auth: Authenticator, *, max_message_bytes: int) -> ConnectApp:
     return ConnectApp(
         RunnerConfigurationServiceASGIApplication(
-            ConnectRunnerConfiguration(core),
+            ConnectRunnerConfiguration(core, auth),
             read_max_bytes=max_message_bytes,
             # Unknown JSON fields are a client's mistake worth reporting;
             # unknown proto fields are ignored, as proto rules say.

@@ -14,6 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gitpod.v1 import runner_configuration_pb2 as pb
+from server.auth.authenticator import Authenticator
+from server.auth.caller import Call
 from server.service import HostAuthService
 from server.transport.status import STATUS, classify
 
@@ -26,11 +28,22 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RunnerConfigurationService"].full
 Context = grpc.aio.ServicerContext
 
 
-async def _call(method: Callable[[Req], Awaitable[Res]], request: Req, context: Context[Req, Res]) -> Res:
+async def _call(
+    auth: Authenticator,
+    name: str,
+    method: Callable[[Req, Call], Awaitable[Res]],
+    request: Req,
+    context: Context[Req, Res],
+) -> Res:
     try:
-        return await method(request)
+        metadata = {
+            key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
+        }
+        call = await auth.authenticate(metadata.get("authorization"), metadata.get("x-request-id"), name)
+        await context.send_initial_metadata((("x-request-id", call.request_id),))
+        return await method(request, call)
     except Exception as exc:  # noqa: BLE001 # every failure becomes a status
-        code, message = classify(method.__name__, exc)
+        code, message = classify(name, exc)
     await context.abort(STATUS[code][0], message)
     raise AssertionError("unreachable: abort raises")
 
@@ -57,13 +70,16 @@ def _decoder(message_type: type[Message]) -> Callable[[bytes], Message | _Undeco
 
 
 def _method_handler(
-    method: Callable[[Any], Awaitable[Message]], request_type: type[Message]
+    auth: Authenticator,
+    name: str,
+    method: Callable[[Any, Call], Awaitable[Message]],
+    request_type: type[Message],
 ) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: Message | _Undecodable, context: Context[Any, Any]) -> Message:
         if isinstance(request, _Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
             raise AssertionError("unreachable: abort raises")
-        return await _call(method, request, context)
+        return await _call(auth, name, method, request, context)
 
     return grpc.unary_unary_rpc_method_handler(
         handle,
@@ -76,12 +92,14 @@ def _snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def service_handler(core: HostAuthService) -> grpc.GenericRpcHandler[Any, Any]:
+def service_handler(core: HostAuthService, auth: Authenticator) -> grpc.GenericRpcHandler[Any, Any]:
     """One handler per RPC of the proto service, each calling the core's method
     of the same name (CreateHostAuthenticationToken -> create_host_authentication_token)."""
     service = pb.DESCRIPTOR.services_by_name["RunnerConfigurationService"]
     handlers = {
-        m.name: _method_handler(getattr(core, _snake_case(m.name)), getattr(pb, m.input_type.name))
+        m.name: _method_handler(
+            auth, m.name, getattr(core, _snake_case(m.name)), getattr(pb, m.input_type.name)
+        )
         for m in service.methods
     }
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
@@ -97,9 +115,9 @@ class GrpcServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
-def build_grpc_server(core: HostAuthService, *, max_message_bytes: int) -> GrpcServer:
+def build_grpc_server(core: HostAuthService, auth: Authenticator, *, max_message_bytes: int) -> GrpcServer:
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
-    server.add_generic_rpc_handlers((service_handler(core),))
+    server.add_generic_rpc_handlers((service_handler(core, auth),))
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -1,0 +1,1 @@
+"""Who is calling: credentials (API keys, JWTs) checked into a `Caller`."""

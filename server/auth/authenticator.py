@@ -1,0 +1,59 @@
+"""From an Authorization header to a Call: API key or JWT, or unauthenticated."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from server.auth.api_keys import hash_api_key, looks_like_api_key
+from server.auth.caller import Call, Caller
+from server.auth.jwt_verifier import JwtVerifier
+from server.errors import Unauthenticated
+from server.store.api_keys import ApiKeyStore
+
+log = logging.getLogger(__name__)
+
+# A client's request id is kept when it is short and plain; else a new one.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_from(header: str | None) -> str:
+    if header and _REQUEST_ID.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+class Authenticator:
+    __slots__ = ("_api_keys", "_jwt")
+
+    def __init__(self, api_keys: ApiKeyStore, jwt: JwtVerifier | None) -> None:
+        self._api_keys = api_keys
+        self._jwt = jwt
+
+    async def authenticate(self, authorization: str | None, request_id: str | None, method: str) -> Call:
+        """The call's caller, or Unauthenticated with a reason that never
+        quotes the credential."""
+        rid = request_id_from(request_id)
+        try:
+            caller = await self._caller(authorization)
+        except Unauthenticated as exc:
+            log.warning("request %s: unauthenticated %s: %s", rid, method, exc.message)
+            raise
+        return Call(caller, rid)
+
+    async def _caller(self, authorization: str | None) -> Caller:
+        if not authorization:
+            raise Unauthenticated("missing credential: send Authorization: Bearer <credential>")
+        scheme, _, credential = authorization.strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise Unauthenticated("malformed Authorization header: expected Bearer <credential>")
+        if looks_like_api_key(credential):
+            row = await self._api_keys.find_active(hash_api_key(credential))
+            if row is None:
+                raise Unauthenticated("unknown or revoked API key")
+            return Caller(row.principal, row.subject_id, f"api_key:{row.id}", frozenset(row.grants))
+        if self._jwt is None:
+            raise Unauthenticated("credential is not an API key, and JWTs are not configured")
+        return self._jwt.verify(credential)

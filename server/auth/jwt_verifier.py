@@ -1,0 +1,177 @@
+"""JWTs from an external issuer, verified with PyJWT against configured keys.
+
+Keys come from a JWKS file and/or PEM public key files, re-read whenever a
+file changes on disk (checked on each verification: one stat per file), so a
+rotated key set needs no restart. Only asymmetric algorithms are accepted,
+and symmetric ("oct") keys in a JWKS are ignored: no `none`, and no HMAC
+keyed with a public key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from gitpod.v1 import identity_pb2
+from server.auth.caller import Caller
+from server.errors import Unauthenticated
+
+log = logging.getLogger(__name__)
+
+ASYMMETRIC = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSettings:
+    issuer: str
+    audience: str
+    jwks_file: Path | None = None
+    pem_files: tuple[Path, ...] = ()
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    leeway_s: int = 30
+    principal_claim: str = "principal"
+
+    def __post_init__(self) -> None:
+        unsafe = set(self.algorithms) - ASYMMETRIC
+        if unsafe:
+            raise ValueError(f"JWT algorithms must be asymmetric; not allowed: {sorted(unsafe)}")
+        if self.jwks_file is None and not self.pem_files:
+            raise ValueError("JWT verification needs a JWKS file or PEM public keys")
+
+
+_REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "credential has expired"),
+    (jwt.ImmatureSignatureError, "credential is not yet valid"),
+    (jwt.InvalidAudienceError, "credential is for another audience"),
+    (jwt.InvalidIssuerError, "credential is from another issuer"),
+    (jwt.MissingRequiredClaimError, "credential lacks a required claim"),
+    (jwt.InvalidSignatureError, "credential signature does not verify"),
+    (jwt.InvalidAlgorithmError, "credential algorithm is not allowed"),
+)
+
+
+class _KeySet:
+    """The verification keys, reloaded when their files change."""
+
+    def __init__(self, settings: JwtSettings) -> None:
+        self._settings = settings
+        self._stamp: tuple[tuple[int, int], ...] | None = None
+        self._by_kid: dict[str, Any] = {}
+        self._all: list[Any] = []
+
+    def _files(self) -> list[Path]:
+        jwks = [self._settings.jwks_file] if self._settings.jwks_file else []
+        return [*jwks, *self._settings.pem_files]
+
+    def _current_stamp(self) -> tuple[tuple[int, int], ...]:
+        stamps = []
+        for path in self._files():
+            st = path.stat()
+            stamps.append((st.st_mtime_ns, st.st_size))
+        return tuple(stamps)
+
+    def refresh(self) -> None:
+        stamp = self._current_stamp()
+        if stamp == self._stamp:
+            return
+        by_kid: dict[str, Any] = {}
+        every: list[Any] = []
+        if self._settings.jwks_file is not None:
+            doc = json.loads(self._settings.jwks_file.read_text())
+            for jwk in doc.get("keys", []):
+                if jwk.get("kty") == "oct":
+                    continue  # symmetric: never a verification key here
+                key = jwt.PyJWK.from_dict(jwk).key
+                every.append(key)
+                if "kid" in jwk:
+                    by_kid[jwk["kid"]] = key
+        for pem in self._settings.pem_files:
+            every.append(load_pem_public_key(pem.read_bytes()))
+        self._by_kid, self._all, self._stamp = by_kid, every, stamp
+        log.info("loaded %d JWT verification key(s)", len(every))
+
+    def candidates(self, kid: str | None) -> list[Any]:
+        if kid is not None and kid in self._by_kid:
+            return [self._by_kid[kid]]
+        return [] if kid is not None and self._by_kid and not self._settings.pem_files else self._all
+
+
+class JwtVerifier:
+    __slots__ = ("_keys", "_settings")
+
+    def __init__(self, settings: JwtSettings) -> None:
+        self._settings = settings
+        self._keys = _KeySet(settings)
+        self._keys.refresh()
+
+    def verify(self, token: str) -> Caller:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated("credential is malformed") from None
+        if header.get("alg") not in self._settings.algorithms:
+            raise Unauthenticated("credential algorithm is not allowed")
+        try:
+            self._keys.refresh()
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            log.error("cannot load JWT keys: %s", type(exc).__name__)
+            raise Unauthenticated("credential cannot be verified now") from None
+        claims = self._decode(token, header.get("kid"))
+        return self._caller(token, claims)
+
+    def _decode(self, token: str, kid: str | None) -> dict[str, Any]:
+        failure: jwt.PyJWTError | None = None
+        for key in self._keys.candidates(kid):
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    key,
+                    algorithms=list(self._settings.algorithms),
+                    audience=self._settings.audience,
+                    issuer=self._settings.issuer,
+                    leeway=self._settings.leeway_s,
+                    options={"require": ["exp", "iss", "aud", "sub"]},
+                )
+                return claims
+            except (jwt.InvalidSignatureError, jwt.InvalidKeyError) as exc:
+                failure = exc  # another key may be the one
+            except jwt.PyJWTError as exc:
+                raise Unauthenticated(_reason(exc)) from None
+        raise Unauthenticated(_reason(failure) if failure else "credential is signed by an unknown key")
+
+    def _caller(self, token: str, claims: dict[str, Any]) -> Caller:
+        try:
+            subject_id = UUID(str(claims["sub"]))
+        except ValueError:
+            raise Unauthenticated("credential subject is not a UUID") from None
+        name = claims.get(self._settings.principal_claim)
+        value = identity_pb2.Principal.DESCRIPTOR.values_by_name.get(name) if isinstance(name, str) else None
+        principal = value.number if value is not None else identity_pb2.PRINCIPAL_UNSPECIFIED
+        if principal == identity_pb2.PRINCIPAL_UNSPECIFIED:
+            raise Unauthenticated(f"credential lacks a valid {self._settings.principal_claim!r} claim")
+        jti = claims.get("jti")
+        credential_id = f"jwt:{jti}" if isinstance(jti, str) and jti else f"jwt:sha256:{_digest(token)}"
+        scope = claims.get("scope", "")
+        grants = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
+        return Caller(principal, subject_id, credential_id, grants)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def _reason(exc: jwt.PyJWTError | None) -> str:
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return "credential is not valid"

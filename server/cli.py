@@ -1,0 +1,184 @@
+"""`python -m server`: serve, and manage API keys and the audit trail.
+
+    python -m server serve [--dev]
+    python -m server api-keys create --principal service_account --subject UUID [--grant secrets:read]
+    python -m server api-keys revoke ID
+    python -m server api-keys list
+    python -m server audit list [--token-id UUID] [--subject UUID] [--since 2026-01-01T00:00:00Z]
+
+Commands use DATABASE_URL; with --dev and no DATABASE_URL, the embedded
+database of `make run` (the running one, or started for the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from gitpod.v1 import identity_pb2
+from server.app import serve
+from server.auth.api_keys import hash_api_key, new_api_key
+from server.auth.authenticator import Authenticator
+from server.auth.jwt_verifier import JwtVerifier
+from server.config import ConfigError, Settings
+from server.crypto import Sealer
+from server.cursor import CursorCodec
+from server.dev_api_key import ensure_dev_api_key
+from server.keys import load_keyring
+from server.runtime import database
+from server.service import HostAuthService
+from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key, list_audit
+
+log = logging.getLogger("server")
+
+
+async def run_server(settings: Settings, dsn: str) -> None:
+    sealer = Sealer(load_keyring(settings))
+    jwt = JwtVerifier(settings.jwt) if settings.jwt else None
+    pool = await connect_pool(dsn)
+    try:
+        api_keys = ApiKeyStore(pool)
+        if settings.dev:
+            await ensure_dev_api_key(settings, api_keys)
+        core = HostAuthService(TokenStore(pool), sealer, CursorCodec(await cursor_key(pool)))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with serve(core, Authenticator(api_keys, jwt), settings) as running:
+            log.info("serving Connect on %s and gRPC on %s", running.http_url, running.grpc)
+            await stop.wait()
+            log.info("shutting down")
+    finally:
+        await pool.close()
+
+
+def _principal(name: str) -> int:
+    full = name.upper() if name.upper().startswith("PRINCIPAL_") else "PRINCIPAL_" + name.upper()
+    value = identity_pb2.Principal.DESCRIPTOR.values_by_name.get(full)
+    if value is None or value.number == 0:
+        raise argparse.ArgumentTypeError(f"unknown principal {name!r}")
+    return value.number
+
+
+def _principal_name(number: int) -> str:
+    return identity_pb2.Principal.Name(number)
+
+
+async def api_keys_create(args: argparse.Namespace, dsn: str) -> None:
+    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    try:
+        key = new_api_key()
+        key_id = await ApiKeyStore(pool).create(
+            hash_api_key(key), args.principal, args.subject, tuple(args.grant), args.description
+        )
+    finally:
+        await pool.close()
+    print(f"id: {key_id}", file=sys.stderr)
+    print("The key is shown once; only its hash is stored:", file=sys.stderr)
+    print(key)
+
+
+async def api_keys_revoke(args: argparse.Namespace, dsn: str) -> None:
+    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    try:
+        revoked = await ApiKeyStore(pool).revoke(args.id)
+    finally:
+        await pool.close()
+    if not revoked:
+        raise SystemExit(f"no active API key {args.id}")
+    print(f"revoked {args.id}")
+
+
+async def api_keys_list(args: argparse.Namespace, dsn: str) -> None:
+    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    try:
+        rows = await ApiKeyStore(pool).list()
+    finally:
+        await pool.close()
+    for r in rows:
+        state = f"revoked {r.revoked_at.isoformat()}" if r.revoked_at else "active"
+        grants = ",".join(r.grants) or "-"
+        print(
+            f"{r.id}  {_principal_name(r.principal)}  {r.subject_id}  grants={grants}  {state}", r.description
+        )
+
+
+async def audit_list(args: argparse.Namespace, dsn: str) -> None:
+    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    try:
+        rows = await list_audit(pool, token_id=args.token_id, subject_id=args.subject, since=args.since)
+    finally:
+        await pool.close()
+    for r in rows:
+        e = r.event
+        print(
+            f"{r.at.isoformat()}  {e.method}  token={e.token_id or '-'}  {e.outcome}  "
+            f"{_principal_name(e.principal)}:{e.subject_id}  {e.credential_id}  request={e.request_id}"
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server", description="hostauth")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str
+    ) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help_)
+        sub.add_argument("--dev", action="store_true", help="use the embedded development database")
+        return sub
+
+    serve_cmd = command(commands, "serve", "serve gRPC and Connect")
+    serve_cmd.set_defaults(run=None)
+
+    keys = commands.add_parser("api-keys", help="create, revoke and list API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create = command(keys, "create", "create a key and print it once")
+    create.add_argument(
+        "--principal", type=_principal, required=True, help="user, runner, service_account, ..."
+    )
+    create.add_argument("--subject", type=UUID, required=True, help="the subject id the key acts as")
+    create.add_argument("--grant", action="append", default=[], help="e.g. secrets:read (repeatable)")
+    create.add_argument("--description", default="")
+    create.set_defaults(run=api_keys_create)
+    revoke = command(keys, "revoke", "revoke a key by id")
+    revoke.add_argument("id", type=UUID)
+    revoke.set_defaults(run=api_keys_revoke)
+    command(keys, "list", "list keys (never the keys themselves)").set_defaults(run=api_keys_list)
+
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(dest="action", required=True)
+    audit_list_cmd = command(audit, "list", "list audit events, oldest first")
+    audit_list_cmd.add_argument("--token-id", type=UUID)
+    audit_list_cmd.add_argument("--subject", type=UUID)
+    audit_list_cmd.add_argument("--since", type=datetime.fromisoformat, help="ISO 8601 time")
+    audit_list_cmd.set_defaults(run=audit_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env(os.environ, dev=args.dev)
+        if args.command == "serve":
+            load_keyring(settings)  # fail on a bad keyring before starting a database
+    except ConfigError as exc:
+        print(f"hostauth: {exc}", file=sys.stderr)
+        return 2
+    run: Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]] | None = args.run
+    with database(settings) as dsn:
+        if run is None:
+            asyncio.run(run_server(settings, dsn))
+        else:
+            asyncio.run(run(args, dsn))
+    return 0

@@ -1,0 +1,86 @@
+"""SQL for API keys: hashes in, callers out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID, uuid4
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    id: UUID
+    principal: int
+    subject_id: UUID
+    grants: tuple[str, ...]
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+_COLUMNS = "id, principal, subject_id, grants, description, created_at, revoked_at"
+
+
+def _row(row: asyncpg.Record) -> ApiKeyRow:
+    return ApiKeyRow(
+        id=row["id"],
+        principal=row["principal"],
+        subject_id=row["subject_id"],
+        grants=tuple(row["grants"]),
+        description=row["description"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+class ApiKeyStore:
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def find_active(self, key_hash: bytes) -> ApiKeyRow | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",  # noqa: S608
+                key_hash,
+            )
+        return None if row is None else _row(row)
+
+    async def create(
+        self,
+        key_hash: bytes,
+        principal: int,
+        subject_id: UUID,
+        grants: tuple[str, ...] = (),
+        description: str = "",
+    ) -> UUID:
+        """Store a key's hash; an already stored hash keeps its row (and id)."""
+        async with self._pool.acquire() as conn:
+            found: UUID = await conn.fetchval(
+                """INSERT INTO api_keys (id, key_hash, principal, subject_id, grants, description)
+                   VALUES ($1, $2, $3, $4, $5, $6)
+                   ON CONFLICT (key_hash) DO UPDATE SET key_hash = EXCLUDED.key_hash
+                   RETURNING id""",
+                uuid4(),
+                key_hash,
+                principal,
+                subject_id,
+                list(grants),
+                description,
+            )
+        return found
+
+    async def revoke(self, key_id: UUID) -> bool:
+        async with self._pool.acquire() as conn:
+            status: str = await conn.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id
+            )
+        return status == "UPDATE 1"
+
+    async def list(self) -> list[ApiKeyRow]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")  # noqa: S608
+        return [_row(r) for r in rows]

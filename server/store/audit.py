@@ -1,0 +1,88 @@
+"""SQL for the audit trail. Rows name who, what and how it ended; never a
+secret, never a credential."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from server.store.connection import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    request_id: str
+    method: str
+    token_id: UUID | None
+    principal: int
+    subject_id: UUID
+    credential_id: str
+    outcome: str  # "ok" or the error code
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    at: datetime
+    event: AuditEvent
+
+
+async def insert_audit(conn: Connection, event: AuditEvent) -> None:
+    await conn.execute(
+        """INSERT INTO audit_events
+               (request_id, method, token_id, principal, subject_id, credential_id, outcome)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        event.request_id,
+        event.method,
+        event.token_id,
+        event.principal,
+        event.subject_id,
+        event.credential_id,
+        event.outcome,
+    )
+
+
+async def list_audit(
+    pool: asyncpg.Pool,
+    *,
+    token_id: UUID | None = None,
+    subject_id: UUID | None = None,
+    since: datetime | None = None,
+    limit: int = 1000,
+) -> list[AuditRow]:
+    where: list[str] = []
+    params: list[object] = []
+    for column, op, value in (
+        ("token_id", "=", token_id),
+        ("subject_id", "=", subject_id),
+        ("at", ">=", since),
+    ):
+        if value is not None:
+            params.append(value)
+            where.append(f"{column} {op} ${len(params)}")
+    params.append(limit)
+    sql = (
+        "SELECT at, request_id, method, token_id, principal, subject_id, credential_id, outcome "  # noqa: S608
+        f"FROM audit_events WHERE {' AND '.join(where) or 'TRUE'} ORDER BY at, id LIMIT ${len(params)}"
+    )
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(sql, *params)
+    return [
+        AuditRow(
+            r["at"],
+            AuditEvent(
+                r["request_id"],
+                r["method"],
+                r["token_id"],
+                r["principal"],
+                r["subject_id"],
+                r["credential_id"],
+                r["outcome"],
+            ),
+        )
+        for r in rows
+    ]
