@@ -3,6 +3,7 @@ both transports in this event loop, and a client per wire."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -29,9 +30,37 @@ from server.service import HostAuthService
 from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key
 from tests.db import create_database
 from tests.jwts import AUDIENCE, ISSUER, Issuer
+from tests.sensitive import leaks, remember
 from tests.wire import READ_WIRES, WIRES, ConnectWire, GrpcWire, Wire
 
 TEST_KEYRING_JSON = generate_keyring_json("test-key-1")
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))  # includes any traceback
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log() -> Iterator[_Collector]:
+    """Every log line of the whole run, searched at the end for every secret
+    and credential the tests made."""
+    collector = _Collector()
+    root = logging.getLogger()
+    root.addHandler(collector)
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    yield collector
+    root.removeHandler(collector)
+    root.setLevel(previous)
+    assert len(collector.lines) > 0  # the capture did see the run's logs
+    leaked = [(line[:80], leaks(line)) for line in collector.lines if leaks(line)]
+    assert not leaked, f"secrets or credentials in logs: {leaked[:5]}"
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +121,7 @@ def api_keys(pool: asyncpg.Pool) -> ApiKeyStore:
 
 
 async def make_api_key(api_keys: ApiKeyStore, principal: int, subject_id: UUID, *grants: str) -> str:
-    key = new_api_key()
+    key = remember(new_api_key())
     await api_keys.create(hash_api_key(key), principal, subject_id, grants)
     return key
 

@@ -12,6 +12,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from tests.sensitive import remember
+
 ISSUER = "https://issuer.test"
 AUDIENCE = "hostauth"
 
@@ -71,4 +73,4 @@ class Issuer:
             claims["nbf"] = now + not_before_s
         claims.update(overrides)
         key, alg = self.keys[kid]
-        return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
+        return remember(jwt.encode(claims, key, algorithm=alg, headers={"kid": kid}))

@@ -10,12 +10,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
+from tests.sensitive import remember
 
 EXPIRES = Timestamp(seconds=1798761599, nanos=123456000)  # 2026-12-31T23:59:59.123456Z
 
 
 def secret(prefix: str) -> str:
-    return prefix + secrets.token_hex(20)
+    return remember(prefix + secrets.token_hex(20))
 
 
 def create_request(**overrides: Any) -> pb.CreateHostAuthenticationTokenRequest:

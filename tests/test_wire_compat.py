@@ -8,6 +8,7 @@ from uuid import uuid4
 import pytest
 
 from server.app import Running
+from tests.sensitive import remember
 from tests.wire import Wire, connect_error
 
 CREATE = "CreateHostAuthenticationToken"
@@ -31,10 +32,10 @@ async def test_old_json_client_with_offset_timestamp(
         "runnerId": str(uuid4()),
         "userId": str(uuid4()),
         "host": "github.com",
-        "token": "gho_xxxxxxxxxxxx",
+        "token": remember("gho_xxxxxxxxxxxx"),
         "source": "HOST_AUTHENTICATION_TOKEN_SOURCE_OAUTH",
         "expiresAt": sent,
-        "refreshToken": "ghr_xxxxxxxxxxxx",
+        "refreshToken": remember("ghr_xxxxxxxxxxxx"),
     }
     response = await wire.post(CREATE, json.dumps(body).encode(), {"content-type": "application/json"})  # type: ignore[attr-defined]
     assert response.status_code == 200, response.text

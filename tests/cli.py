@@ -1,0 +1,22 @@
+"""Run the service's CLI as a user would, against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+from tests.processes import ROOT
+
+
+async def run_cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "server", *args],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": dsn},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -1,0 +1,80 @@
+"""API keys through the CLI: created, used, listed, revoked; only hashes stored."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+
+from tests.cli import run_cli
+from tests.lifecycle import create, get_value, list_page
+from tests.requests import create_request
+from tests.sensitive import remember
+from tests.wire import RpcError, Wire
+
+
+async def test_create_use_list_revoke(wire: Wire, database_dsn: str, pool: asyncpg.Pool) -> None:
+    runner = uuid4()
+    created = await run_cli(
+        database_dsn,
+        "api-keys",
+        "create",
+        "--principal",
+        "runner",
+        "--subject",
+        str(runner),
+        "--description",
+        "ci",
+    )
+    assert created.returncode == 0, created.stderr
+    key = remember(created.stdout.strip())
+    assert key.startswith("hak_")
+    assert len(key) == 4 + 43
+    key_id = UUID(created.stderr.split("id: ", 1)[1].split()[0])
+
+    as_runner = wire.with_credential(key)
+    token = await create(as_runner, create_request(runner_id=str(runner)))
+    assert [t.id for t in (await list_page(as_runner)).tokens] == [token.id]
+
+    listed = await run_cli(database_dsn, "api-keys", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert str(key_id) in listed.stdout
+    assert "PRINCIPAL_RUNNER" in listed.stdout
+    assert key not in listed.stdout + listed.stderr
+
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM api_keys WHERE id = $1", key_id)
+        dump = await conn.fetchval("SELECT string_agg(t::text, ' ') FROM api_keys t")
+    assert row is not None
+    assert key not in dump
+    assert key.encode() not in bytes(row["key_hash"])
+    assert len(row["key_hash"]) == 32  # a SHA-256, nothing more
+
+    revoked = await run_cli(database_dsn, "api-keys", "revoke", str(key_id))
+    assert revoked.returncode == 0, revoked.stderr
+    with pytest.raises(RpcError) as caught:
+        await list_page(as_runner)
+    assert (caught.value.code, caught.value.message) == ("unauthenticated", "unknown or revoked API key")
+
+    again = await run_cli(database_dsn, "api-keys", "revoke", str(key_id))
+    assert again.returncode != 0
+    assert "no active API key" in again.stderr
+
+
+async def test_grants_are_kept(wire: Wire, database_dsn: str) -> None:
+    sa = uuid4()
+    args = ("--principal", "PRINCIPAL_SERVICE_ACCOUNT", "--subject", str(sa), "--grant", "secrets:read")
+    created = await run_cli(database_dsn, "api-keys", "create", *args)
+    assert created.returncode == 0, created.stderr
+    reader = wire.with_credential(remember(created.stdout.strip()))
+    token = await create(wire)
+    assert (await get_value(reader, token.id)).id == token.id
+
+
+async def test_unknown_principal_is_refused(database_dsn: str) -> None:
+    result = await run_cli(
+        database_dsn, "api-keys", "create", "--principal", "admin", "--subject", str(uuid4())
+    )
+    assert result.returncode == 2
+    assert "unknown principal 'admin'" in result.stderr
