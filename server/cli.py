@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -28,23 +29,32 @@ from server.app import serve
 from server.auth.api_keys import hash_api_key, new_api_key
 from server.auth.authenticator import Authenticator
 from server.auth.jwt_verifier import JwtVerifier
+from server.cli_keys import add_keys_commands
 from server.config import ConfigError, Settings
 from server.crypto import Sealer
 from server.cursor import CursorCodec
 from server.dev_api_key import ensure_dev_api_key
-from server.keys import load_keyring
+from server.key_registry import Heartbeat, KeyAdminError, register_and_check
+from server.keys import load_keyring, load_keys
 from server.runtime import database
 from server.service import HostAuthService
 from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key, list_audit
+from server.store.encryption_keys import KeyStore
 
 log = logging.getLogger("server")
 
 
 async def run_server(settings: Settings, dsn: str) -> None:
-    sealer = Sealer(load_keyring(settings))
+    keys = load_keys(settings)
     jwt = JwtVerifier(settings.jwt) if settings.jwt else None
     pool = await connect_pool(dsn)
+    heartbeat: asyncio.Task[None] | None = None
     try:
+        key_store = KeyStore(pool)
+        sealer = Sealer(keys, await register_and_check(keys, key_store))
+        beat = Heartbeat(key_store, sealer, settings.heartbeat_s)
+        await beat.beat()
+        heartbeat = asyncio.create_task(beat.run())
         api_keys = ApiKeyStore(pool)
         if settings.dev:
             await ensure_dev_api_key(settings, api_keys)
@@ -58,6 +68,10 @@ async def run_server(settings: Settings, dsn: str) -> None:
             await stop.wait()
             log.info("shutting down")
     finally:
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
         await pool.close()
 
 
@@ -156,6 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     revoke.set_defaults(run=api_keys_revoke)
     command(keys, "list", "list keys (never the keys themselves)").set_defaults(run=api_keys_list)
 
+    add_keys_commands(commands, command)
+
     audit = commands.add_parser("audit", help="the audit trail").add_subparsers(dest="action", required=True)
     audit_list_cmd = command(audit, "list", "list audit events, oldest first")
     audit_list_cmd.add_argument("--token-id", type=UUID)
@@ -170,15 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env(os.environ, dev=args.dev)
-        if args.command == "serve":
+        if args.command in ("serve", "keys"):
             load_keyring(settings)  # fail on a bad keyring before starting a database
     except ConfigError as exc:
         print(f"hostauth: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "offline", False):  # needs no database
+        return int(args.run(args, settings) or 0)
     run: Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]] | None = args.run
-    with database(settings) as dsn:
-        if run is None:
-            asyncio.run(run_server(settings, dsn))
-        else:
-            asyncio.run(run(args, dsn))
+    args.settings = settings
+    try:
+        with database(settings) as dsn:
+            if run is None:
+                asyncio.run(run_server(settings, dsn))
+            else:
+                asyncio.run(run(args, dsn))
+    except KeyAdminError as exc:
+        print(f"hostauth: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -50,6 +50,9 @@ class Settings:
     jwt: JwtSettings | None = None
     # --dev: use this API key as the development key instead of generating one.
     dev_api_key: str | None = dataclasses.field(default=None, repr=False)
+    # How often a replica tells the database which keys it holds; it counts
+    # as live for three intervals.
+    heartbeat_s: float = 2.0
     # Requests above this size are refused with resource_exhausted.
     max_message_bytes: int = 1 << 20
 
@@ -73,6 +76,7 @@ class Settings:
             http_server=http_server,
             jwt=_jwt_settings(env),
             dev_api_key=env.get("HOSTAUTH_DEV_API_KEY") or None,
+            heartbeat_s=_seconds(env, "HOSTAUTH_HEARTBEAT_S", 2.0),
         )
         if settings.database_url is None and not dev:
             raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")
@@ -108,3 +112,16 @@ def _jwt_settings(env: Mapping[str, str]) -> JwtSettings | None:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {text!r}")
+    return value

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 
 from server.config import ConfigError, Settings
-from server.crypto import KeyringError, LocalKeyring
+from server.crypto import KeyringError, Keys, LocalKeyring
 from server.crypto.keyring import generate_keyring_json
 
 log = logging.getLogger(__name__)
@@ -46,3 +46,8 @@ def load_keyring(settings: Settings) -> LocalKeyring:
     else:
         log.warning("using the DEVELOPMENT keyring %s: for development only", path)
     return LocalKeyring.from_file(path)
+
+
+def load_keys(settings: Settings) -> Keys:
+    """Every configured key provider."""
+    return Keys.local(load_keyring(settings))

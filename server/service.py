@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 from server.auth.caller import Call
-from server.crypto import DecryptionError, Sealer, SecretContext
+from server.crypto import DecryptionError, Sealer, SecretContext, key_id_of
 from server.cursor import CursorCodec
 from server.errors import (
     Aborted,
@@ -32,6 +32,7 @@ from server.store import (
     AuditEvent,
     Ciphertext,
     ListQuery,
+    Sealed,
     SealedSecrets,
     TokenChanges,
     TokenRecord,
@@ -126,19 +127,20 @@ class HostAuthService:
 
     # -- helpers -------------------------------------------------------------
 
-    def _seal_one(self, token_id: UUID, field: str, value: str) -> Ciphertext:
-        return Ciphertext(self._sealer.seal(value.encode(), SecretContext(str(token_id), field)))
+    async def _seal_one(self, token_id: UUID, field: str, value: str) -> Sealed:
+        blob = await self._sealer.seal(value.encode(), SecretContext(str(token_id), field))
+        return Sealed(Ciphertext(blob), key_id_of(blob))
 
-    def _seal(self, token_id: UUID, token: str, refresh_token: str) -> SealedSecrets:
+    async def _seal(self, token_id: UUID, token: str, refresh_token: str) -> SealedSecrets:
         return SealedSecrets(
-            token=self._seal_one(token_id, FIELD_TOKEN, token),
+            token=await self._seal_one(token_id, FIELD_TOKEN, token),
             refresh_token=(
-                self._seal_one(token_id, FIELD_REFRESH_TOKEN, refresh_token) if refresh_token else None
+                await self._seal_one(token_id, FIELD_REFRESH_TOKEN, refresh_token) if refresh_token else None
             ),
         )
 
-    def _open(self, token_id: UUID, field: str, sealed: Ciphertext) -> str:
-        return self._sealer.open(sealed, SecretContext(str(token_id), field)).decode()
+    async def _open(self, token_id: UUID, field: str, sealed: Sealed) -> str:
+        return (await self._sealer.open(sealed.ciphertext, SecretContext(str(token_id), field))).decode()
 
     @staticmethod
     def _event(call: Call, action: Action, token_id: UUID | None, outcome: str) -> AuditEvent:
@@ -222,13 +224,13 @@ class HostAuthService:
                 # Most Creates are new: try the insert first, and on a
                 # conflict re-seal under the existing id (the ciphertexts are
                 # bound to the id) and replace that row in place.
-                if await db.insert(record, self._seal(record.id, req.token, req.refresh_token)):
+                if await db.insert(record, await self._seal(record.id, req.token, req.refresh_token)):
                     break
                 existing = await db.find_id(record.runner_id, record.subject_id, record.host)
                 if existing is None:
                     continue  # deleted in between: insert again
                 record = dataclasses.replace(record, id=existing)
-                if await db.replace(record, self._seal(existing, req.token, req.refresh_token)):
+                if await db.replace(record, await self._seal(existing, req.token, req.refresh_token)):
                     break
                 record = dataclasses.replace(record, id=uuid4())
             else:
@@ -312,11 +314,11 @@ class HostAuthService:
         token_id = UUID(req.id)
         if not may(call.caller, Action.UPDATE):
             await self._refuse_or_hide(call, Action.UPDATE, token_id, scope)
-        refresh_token: Ciphertext | None = None
+        refresh_token: Sealed | None = None
         if req.refresh_token:  # present and empty clears the refresh token
-            refresh_token = self._seal_one(token_id, FIELD_REFRESH_TOKEN, req.refresh_token)
+            refresh_token = await self._seal_one(token_id, FIELD_REFRESH_TOKEN, req.refresh_token)
         changes = TokenChanges(
-            token=self._seal_one(token_id, FIELD_TOKEN, req.token) if req.HasField("token") else KEEP,
+            token=await self._seal_one(token_id, FIELD_TOKEN, req.token) if req.HasField("token") else KEEP,
             refresh_token=refresh_token if req.HasField("refresh_token") else KEEP,
             expires_at=req.expires_at.ToDatetime(tzinfo=UTC) if req.HasField("expires_at") else KEEP,
             # An empty list leaves the scopes as they are (see the proto).
@@ -348,6 +350,7 @@ class HostAuthService:
             if not await db.delete(token_id, runner_id=scope.runner_id, subject_id=scope.subject_id):
                 raise not_found(token_id)
             await db.audit(self._event(call, Action.DELETE, token_id, "ok"))
+        self._sealer.forget(str(token_id))
         return pb.DeleteHostAuthenticationTokenResponse()
 
     async def get_host_authentication_token_value(
@@ -371,10 +374,10 @@ class HostAuthService:
             self._require(call, Action.GET_VALUE)
             record, sealed = found
             try:
-                token = self._open(token_id, FIELD_TOKEN, sealed.token)
+                token = await self._open(token_id, FIELD_TOKEN, sealed.token)
                 refresh_token = ""
                 if sealed.refresh_token is not None:
-                    refresh_token = self._open(token_id, FIELD_REFRESH_TOKEN, sealed.refresh_token)
+                    refresh_token = await self._open(token_id, FIELD_REFRESH_TOKEN, sealed.refresh_token)
             except DecryptionError as exc:
                 log.error("request %s: %s", call.request_id, exc)  # names id and field, never a secret
                 raise DataLoss(

@@ -21,7 +21,7 @@ from server.auth.authenticator import Authenticator
 from server.auth.caller import Call, Caller
 from server.auth.jwt_verifier import JwtSettings, JwtVerifier
 from server.config import Address, Settings
-from server.crypto import LocalKeyring, Sealer
+from server.crypto import Keys, LocalKeyring, Sealer
 from server.crypto.keyring import generate_keyring_json
 from server.cursor import CursorCodec
 from server.embedded_pg import EmbeddedPostgres
@@ -100,7 +100,7 @@ def keyring() -> LocalKeyring:
 
 @pytest.fixture(scope="session")
 def sealer(keyring: LocalKeyring) -> Sealer:
-    return Sealer(keyring)
+    return Sealer(Keys.local(keyring))
 
 
 @pytest.fixture(scope="session")

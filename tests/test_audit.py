@@ -135,8 +135,8 @@ async def test_a_write_whose_audit_fails_is_rolled_back(
     async with pool.acquire() as conn:
         await conn.execute(
             """INSERT INTO host_authentication_tokens
-               (id, runner_id, subject_principal, host, source, scopes, token_ciphertext)
-               VALUES ($1, $2, 0, 'github.com', 1, '{"before"}', '\\x00')""",
+               (id, runner_id, subject_principal, host, source, scopes, token_ciphertext, token_kek_id)
+               VALUES ($1, $2, 0, 'github.com', 1, '{"before"}', '\\x00', 'test-key-1')""",
             UUID(failing_audit),
             uuid4(),
         )
@@ -154,12 +154,12 @@ async def test_get_value_with_failing_audit_returns_no_secret(
 ) -> None:
     """A readable token: everything works except recording the read."""
     value = secret("gho_audited_")
-    ciphertext = sealer.seal(value.encode(), SecretContext(failing_audit, "token"))
+    ciphertext = await sealer.seal(value.encode(), SecretContext(failing_audit, "token"))
     async with pool.acquire() as conn:
         await conn.execute(
             """INSERT INTO host_authentication_tokens
-               (id, runner_id, subject_principal, host, source, scopes, token_ciphertext)
-               VALUES ($1, $2, 0, 'github.com', 1, '{}', $3)""",
+               (id, runner_id, subject_principal, host, source, scopes, token_ciphertext, token_kek_id)
+               VALUES ($1, $2, 0, 'github.com', 1, '{}', $3, 'test-key-1')""",
             UUID(failing_audit),
             uuid4(),
             ciphertext,

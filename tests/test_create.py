@@ -111,8 +111,8 @@ async def test_ciphertext_moved_to_another_row_or_field_does_not_open(
     b = await create(wire, second)
     # In place, each ciphertext opens to its own secret.
     row_a = await _ciphertexts(pool, a.id)
-    assert sealer.open(row_a["token_ciphertext"], SecretContext(a.id, "token")) == first.token.encode()
-    assert sealer.open(row_a["refresh_token_ciphertext"], SecretContext(a.id, "refresh_token")) == (
+    assert await sealer.open(row_a["token_ciphertext"], SecretContext(a.id, "token")) == first.token.encode()
+    assert await sealer.open(row_a["refresh_token_ciphertext"], SecretContext(a.id, "refresh_token")) == (
         first.refresh_token.encode()
     )
 
@@ -126,9 +126,9 @@ async def test_ciphertext_moved_to_another_row_or_field_does_not_open(
         )
     row_b = await _ciphertexts(pool, b.id)
     with pytest.raises(DecryptionError) as moved_row:
-        sealer.open(row_b["token_ciphertext"], SecretContext(b.id, "token"))
+        await sealer.open(row_b["token_ciphertext"], SecretContext(b.id, "token"))
     with pytest.raises(DecryptionError) as moved_field:
-        sealer.open(row_b["refresh_token_ciphertext"], SecretContext(b.id, "refresh_token"))
+        await sealer.open(row_b["refresh_token_ciphertext"], SecretContext(b.id, "refresh_token"))
     for err in (moved_row.value, moved_field.value):
         assert b.id in str(err)
         assert "copied from another row or field" in str(err)
@@ -161,7 +161,7 @@ async def test_second_create_of_a_triple_keeps_the_id_and_replaces_the_secret(
         )
     assert count == 1
     row = await _ciphertexts(pool, a.id)
-    assert sealer.open(row["token_ciphertext"], SecretContext(a.id, "token")) == again.token.encode()
+    assert await sealer.open(row["token_ciphertext"], SecretContext(a.id, "token")) == again.token.encode()
     assert row["refresh_token_ciphertext"] is None
 
 

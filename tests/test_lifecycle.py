@@ -196,7 +196,7 @@ async def test_update_seals_under_a_fresh_data_key(wire: Wire, pool: asyncpg.Poo
     first = await ciphertext()
     await update(wire, created.id, token=req.token)  # the same secret again
     second = await ciphertext()
-    header = 2 + first[1]
+    header = 2 + first[1] + 2  # version, id length, id, wrapped length
     assert first[header : header + 60] != second[header : header + 60]  # another wrapped data key
     assert req.token.encode() not in second
 

@@ -6,7 +6,17 @@ the row and field the secret belongs to, so a ciphertext moved anywhere else
 fails to open.
 """
 
-from server.crypto.envelope import DecryptionError, Sealer, SecretContext
-from server.crypto.keyring import KeyringError, LocalKeyring
+from server.crypto.envelope import DecryptionError, Sealer, SecretContext, key_id_of
+from server.crypto.keyring import KeyProvider, KeyringError, Keys, LocalKeyring, UnwrapError
 
-__all__ = ["DecryptionError", "KeyringError", "LocalKeyring", "Sealer", "SecretContext"]
+__all__ = [
+    "DecryptionError",
+    "KeyProvider",
+    "KeyringError",
+    "Keys",
+    "LocalKeyring",
+    "Sealer",
+    "SecretContext",
+    "UnwrapError",
+    "key_id_of",
+]

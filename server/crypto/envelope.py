@@ -1,33 +1,37 @@
-"""Envelope format v1: a fresh AES-256-GCM data key per secret, wrapped by a KEK.
+"""Envelope format v1: a fresh AES-256-GCM data key (DEK) per secret, wrapped by a
+key-encryption key (KEK).
 
-Layout (all lengths in bytes):
+Layout (lengths in bytes):
 
     version      1   0x01
-    kek_id_len   1   n (1..64)
-    kek_id       n   ASCII id of the key-encryption key
-    wrapped_dek  60  nonce(12) + AES-GCM(KEK, dek(32)) + tag(16)
+    kek_id_len   1   n (1..255)
+    kek_id       n   id of the key-encryption key
+    wrapped_len  2   m, big-endian
+    wrapped_dek  m   the DEK as the key provider wrapped it
     nonce        12
     ciphertext   *   AES-GCM(dek, plaintext) + tag(16)
 
-The header (version, kek id) is authenticated as associated data of the DEK
-wrap, so the key id cannot be swapped. The secret's associated data is the
-header plus the context (token id and field), so a ciphertext copied to
-another row or field does not open.
+Associated data binds both layers to where the secret lives (token id and
+field): the DEK's wrap also to the header (version, KEK id), the secret only to
+the version and context. So a ciphertext copied to another row or field does
+not open, and a key rotation can re-wrap the DEK alone, leaving the nonce,
+ciphertext and their associated data untouched.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from server.crypto.keyring import KEY_BYTES, NONCE_BYTES, KeyProvider, KeyringError
+from server.crypto.keyring import NONCE_BYTES, KeyringError, Keys, UnwrapError
 
 VERSION_1 = 1
-_WRAPPED_DEK_BYTES = NONCE_BYTES + KEY_BYTES + 16
 _TAG_BYTES = 16
+_LEN = struct.Struct(">H")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,10 @@ class SecretContext:
     def associated_data(self) -> bytes:
         return f"hostauth/v1/{self.token_id}/{self.field}".encode()
 
+    def as_dict(self) -> dict[str, str]:
+        """For key services that take a context as key-value pairs (KMS)."""
+        return {"hostauth:token_id": self.token_id, "hostauth:field": self.field}
+
 
 class DecryptionError(Exception):
     """A ciphertext did not open for its context. Never carries plaintext."""
@@ -51,51 +59,116 @@ class DecryptionError(Exception):
         self.context = context
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    key_id: str
+    header: bytes
+    wrapped: bytes
+    body: bytes  # nonce + ciphertext + tag
+
+
+def _header(key_id: str) -> bytes:
+    raw = key_id.encode()
+    return bytes((VERSION_1, len(raw))) + raw
+
+
+def _parse(ciphertext: bytes, context: SecretContext) -> _Parsed:
+    if len(ciphertext) < 2 or ciphertext[0] != VERSION_1:
+        raise DecryptionError(context, "unknown format version")
+    header_len = 2 + ciphertext[1]
+    if ciphertext[1] == 0 or len(ciphertext) < header_len + _LEN.size:
+        raise DecryptionError(context, "truncated ciphertext")
+    (wrapped_len,) = _LEN.unpack_from(ciphertext, header_len)
+    start = header_len + _LEN.size
+    body = ciphertext[start + wrapped_len :]
+    if wrapped_len == 0 or len(body) < NONCE_BYTES + _TAG_BYTES:
+        raise DecryptionError(context, "truncated ciphertext")
+    try:
+        key_id = ciphertext[2:header_len].decode()
+    except UnicodeDecodeError:
+        raise DecryptionError(context, "malformed key id") from None
+    return _Parsed(key_id, ciphertext[:header_len], ciphertext[start : start + wrapped_len], body)
+
+
+def key_id_of(ciphertext: bytes) -> str:
+    """The id of the KEK a ciphertext's data key is wrapped under."""
+    return _parse(ciphertext, SecretContext("?", "?")).key_id
+
+
 class Sealer:
-    """Seals and opens secrets under a key provider."""
+    """Seals and opens secrets under a set of keys, one of them primary."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_primary")
 
-    def __init__(self, keys: KeyProvider) -> None:
+    def __init__(self, keys: Keys, primary: str | None = None) -> None:
         self._keys = keys
+        self._primary = primary or keys.default_primary
+        if self._primary not in keys.key_ids:
+            raise KeyringError(f"primary key {self._primary!r} is not configured")
 
     def __repr__(self) -> str:
-        return f"Sealer({self._keys!r})"
+        return f"Sealer(primary={self._primary!r}, {self._keys!r})"
 
-    def seal(self, plaintext: bytes, context: SecretContext) -> bytes:
-        key_id = self._keys.primary_id.encode("ascii")
-        header = bytes((VERSION_1, len(key_id))) + key_id
-        dek = AESGCM.generate_key(bit_length=256)
-        wrapped = self._keys.wrap(dek, header)
+    @property
+    def keys(self) -> Keys:
+        return self._keys
+
+    @property
+    def primary_id(self) -> str:
+        return self._primary
+
+    def set_primary(self, key_id: str) -> None:
+        if key_id not in self._keys.key_ids:
+            raise KeyringError(f"key {key_id!r} is not configured")
+        self._primary = key_id
+
+    async def seal(self, plaintext: bytes, context: SecretContext) -> bytes:
+        key_id = self._primary
+        header = _header(key_id)
+        dek, wrapped = await self._keys.new_data_key(key_id, header + context.associated_data(), context)
         nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(dek).encrypt(nonce, plaintext, header + context.associated_data())
-        return header + wrapped + nonce + sealed
+        sealed = AESGCM(dek).encrypt(nonce, plaintext, bytes((VERSION_1,)) + context.associated_data())
+        return header + _LEN.pack(len(wrapped)) + wrapped + nonce + sealed
 
-    def open(self, ciphertext: bytes, context: SecretContext) -> bytes:
-        if len(ciphertext) < 2 or ciphertext[0] != VERSION_1:
-            raise DecryptionError(context, "unknown format version")
-        id_len = ciphertext[1]
-        header_len = 2 + id_len
-        body = ciphertext[header_len:]
-        if id_len == 0 or len(body) < _WRAPPED_DEK_BYTES + NONCE_BYTES + _TAG_BYTES:
-            raise DecryptionError(context, "truncated ciphertext")
-        header = ciphertext[:header_len]
+    async def _dek(self, parsed: _Parsed, context: SecretContext) -> bytes:
         try:
-            key_id = header[2:].decode("ascii")
-        except UnicodeDecodeError:
-            raise DecryptionError(context, "malformed key id") from None
-        try:
-            dek = self._keys.unwrap(key_id, body[:_WRAPPED_DEK_BYTES], header)
+            return await self._keys.unwrap(
+                parsed.key_id, parsed.wrapped, parsed.header + context.associated_data(), context
+            )
         except KeyringError:
-            raise DecryptionError(context, f"key {key_id!r} is not configured") from None
-        except InvalidTag:
-            raise DecryptionError(context, f"data key does not unwrap under {key_id!r}") from None
-        rest = body[_WRAPPED_DEK_BYTES:]
+            raise DecryptionError(context, f"key {parsed.key_id!r} is not configured") from None
+        except UnwrapError as exc:
+            raise DecryptionError(
+                context,
+                f"data key does not unwrap under {parsed.key_id!r}: {exc.reason} "
+                "(altered, copied from another row or field, or other key material)",
+            ) from None
+
+    async def open(self, ciphertext: bytes, context: SecretContext) -> bytes:
+        parsed = _parse(ciphertext, context)
+        dek = await self._dek(parsed, context)
         try:
             return AESGCM(dek).decrypt(
-                rest[:NONCE_BYTES], rest[NONCE_BYTES:], header + context.associated_data()
+                parsed.body[:NONCE_BYTES],
+                parsed.body[NONCE_BYTES:],
+                bytes((VERSION_1,)) + context.associated_data(),
             )
         except InvalidTag:
             raise DecryptionError(
                 context, "authentication failed (altered, or copied from another row or field)"
             ) from None
+
+    async def rewrap(self, ciphertext: bytes, context: SecretContext) -> bytes:
+        """The same secret with its data key wrapped under the primary key:
+        nonce, ciphertext and their associated data are left as they are."""
+        parsed = _parse(ciphertext, context)
+        if parsed.key_id == self._primary:
+            return ciphertext
+        dek = await self._dek(parsed, context)
+        header = _header(self._primary)
+        wrapped = await self._keys.wrap(self._primary, dek, header + context.associated_data(), context)
+        return header + _LEN.pack(len(wrapped)) + wrapped + parsed.body
+
+    def forget(self, token_id: str) -> None:
+        """Drop anything cached for this token (it was deleted)."""
+        self._keys.forget(token_id)

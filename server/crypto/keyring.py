@@ -1,8 +1,9 @@
-"""A local keyring of key-encryption keys (KEKs), read from JSON.
+"""Key-encryption keys (KEKs): providers that wrap and unwrap data keys.
 
-Format: {"primary": "<id>", "keys": {"<id>": "<base64 of 32 bytes>", ...}}.
-The primary key wraps new data keys; every key in the ring can unwrap.
-Key material never appears in a repr or an error message.
+A local keyring holds KEKs in memory, read from JSON:
+{"primary": "<id>", "keys": {"<id>": "<base64 of 32 bytes>", ...}}.
+`Keys` puts providers together (local keys, a KMS key) and dispatches by key
+id. Key material never appears in a repr or an error message.
 """
 
 from __future__ import annotations
@@ -12,30 +13,49 @@ import binascii
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+if TYPE_CHECKING:
+    from server.crypto.envelope import SecretContext
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_CHECK_PLAINTEXT = b"hostauth key check v1".ljust(KEY_BYTES, b"\x00")
 
 
 class KeyringError(Exception):
     """The keyring is malformed or lacks a key that is needed."""
 
 
+class UnwrapError(Exception):
+    """A wrapped data key did not unwrap (wrong key, altered, wrong context)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class KeyProvider(Protocol):
-    """Wraps and unwraps data keys; a local keyring today, KMS later."""
+    """Wraps and unwraps data keys under the KEKs it holds."""
 
     @property
-    def primary_id(self) -> str: ...
+    def key_ids(self) -> frozenset[str]: ...
 
-    def wrap(self, dek: bytes, aad: bytes) -> bytes: ...
+    async def new_data_key(self, key_id: str, aad: bytes, context: SecretContext) -> tuple[bytes, bytes]:
+        """A fresh 256-bit data key and its wrapped form."""
+        ...
 
-    def unwrap(self, key_id: str, wrapped: bytes, aad: bytes) -> bytes: ...
+    async def wrap(self, key_id: str, dek: bytes, aad: bytes, context: SecretContext) -> bytes: ...
+
+    async def unwrap(self, key_id: str, wrapped: bytes, aad: bytes, context: SecretContext) -> bytes: ...
+
+    def forget(self, token_id: str) -> None: ...
 
 
 class LocalKeyring:
@@ -51,6 +71,7 @@ class LocalKeyring:
                 raise KeyringError(f"key {key_id!r} must be {KEY_BYTES} bytes")
         if primary not in keys:
             raise KeyringError(f"primary key {primary!r} is not in the keyring")
+        # One AESGCM object per KEK, made once: it is reused for every wrap.
         self._keys = {key_id: AESGCM(material) for key_id, material in keys.items()}
         self._primary = primary
 
@@ -65,15 +86,29 @@ class LocalKeyring:
     def key_ids(self) -> frozenset[str]:
         return frozenset(self._keys)
 
-    def wrap(self, dek: bytes, aad: bytes) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._keys[self._primary].encrypt(nonce, dek, aad)
-
-    def unwrap(self, key_id: str, wrapped: bytes, aad: bytes) -> bytes:
+    def _kek(self, key_id: str) -> AESGCM:
         kek = self._keys.get(key_id)
         if kek is None:
             raise KeyringError(f"key {key_id!r} is not in the keyring")
-        return kek.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
+        return kek
+
+    async def new_data_key(self, key_id: str, aad: bytes, context: SecretContext) -> tuple[bytes, bytes]:
+        dek = AESGCM.generate_key(bit_length=256)
+        return dek, await self.wrap(key_id, dek, aad, context)
+
+    async def wrap(self, key_id: str, dek: bytes, aad: bytes, context: SecretContext) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._kek(key_id).encrypt(nonce, dek, aad)
+
+    async def unwrap(self, key_id: str, wrapped: bytes, aad: bytes, context: SecretContext) -> bytes:
+        kek = self._kek(key_id)
+        try:
+            return kek.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
+        except InvalidTag:
+            raise UnwrapError("authentication failed") from None
+
+    def forget(self, token_id: str) -> None:
+        """Nothing is cached locally."""
 
     @classmethod
     def from_json(cls, text: str, *, source: str) -> LocalKeyring:
@@ -93,6 +128,79 @@ class LocalKeyring:
     @classmethod
     def from_file(cls, path: Path) -> LocalKeyring:
         return cls.from_json(path.read_text(), source=str(path))
+
+
+class Keys:
+    """Every configured key provider, addressed by key id."""
+
+    __slots__ = ("_by_id", "_default_primary", "_providers")
+
+    def __init__(self, providers: Sequence[KeyProvider], default_primary: str) -> None:
+        self._providers = tuple(providers)
+        self._by_id: dict[str, KeyProvider] = {}
+        for provider in self._providers:
+            for key_id in provider.key_ids:
+                if key_id in self._by_id:
+                    raise KeyringError(f"key id {key_id!r} is configured twice")
+                self._by_id[key_id] = provider
+        if default_primary not in self._by_id:
+            raise KeyringError(f"primary key {default_primary!r} is not configured")
+        self._default_primary = default_primary
+
+    @classmethod
+    def local(cls, keyring: LocalKeyring) -> Keys:
+        return cls([keyring], keyring.primary_id)
+
+    def __repr__(self) -> str:
+        return f"Keys({', '.join(repr(p) for p in self._providers)})"
+
+    @property
+    def key_ids(self) -> frozenset[str]:
+        return frozenset(self._by_id)
+
+    @property
+    def default_primary(self) -> str:
+        return self._default_primary
+
+    def _provider(self, key_id: str) -> KeyProvider:
+        provider = self._by_id.get(key_id)
+        if provider is None:
+            raise KeyringError(f"key {key_id!r} is not configured")
+        return provider
+
+    async def new_data_key(self, key_id: str, aad: bytes, context: SecretContext) -> tuple[bytes, bytes]:
+        return await self._provider(key_id).new_data_key(key_id, aad, context)
+
+    async def wrap(self, key_id: str, dek: bytes, aad: bytes, context: SecretContext) -> bytes:
+        return await self._provider(key_id).wrap(key_id, dek, aad, context)
+
+    async def unwrap(self, key_id: str, wrapped: bytes, aad: bytes, context: SecretContext) -> bytes:
+        return await self._provider(key_id).unwrap(key_id, wrapped, aad, context)
+
+    def forget(self, token_id: str) -> None:
+        for provider in self._providers:
+            provider.forget(token_id)
+
+    # A check value proves, without holding key material, that a configured
+    # key is the one the database knows under that id.
+
+    @staticmethod
+    def _check_context(key_id: str) -> tuple[bytes, SecretContext]:
+        from server.crypto.envelope import SecretContext
+
+        context = SecretContext("key-check", key_id)
+        return b"hostauth/key-check/" + key_id.encode(), context
+
+    async def make_check(self, key_id: str) -> bytes:
+        aad, context = self._check_context(key_id)
+        return await self.wrap(key_id, _CHECK_PLAINTEXT, aad, context)
+
+    async def verify_check(self, key_id: str, check: bytes) -> bool:
+        aad, context = self._check_context(key_id)
+        try:
+            return await self.unwrap(key_id, check, aad, context) == _CHECK_PLAINTEXT
+        except UnwrapError:
+            return False
 
 
 def generate_keyring_json(key_id: str) -> str:

@@ -50,20 +50,28 @@ class TokenRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class SealedSecrets:
-    token: Ciphertext
-    refresh_token: Ciphertext | None
+class Sealed:
+    """A ciphertext and the id of the key its data key is wrapped under."""
+
+    ciphertext: Ciphertext
+    key_id: str
 
     def __repr__(self) -> str:
-        return "SealedSecrets(<ciphertext>)"
+        return f"Sealed(<ciphertext>, key_id={self.key_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class SealedSecrets:
+    token: Sealed
+    refresh_token: Sealed | None
 
 
 @dataclass(frozen=True, slots=True)
 class TokenChanges:
     """The columns an Update sets; KEEP leaves one as it is."""
 
-    token: Ciphertext | Keep = KEEP
-    refresh_token: Ciphertext | Keep | None = KEEP
+    token: Sealed | Keep = KEEP
+    refresh_token: Sealed | Keep | None = KEEP
     expires_at: datetime | Keep | None = KEEP
     scopes: tuple[str, ...] | Keep = KEEP
 
@@ -93,8 +101,9 @@ _COLUMNS = "id, runner_id, subject_id, subject_principal, host, source, expires_
 _INSERT = """
 INSERT INTO host_authentication_tokens
     (id, runner_id, subject_id, subject_principal, host, source, expires_at,
-     integration_id, scopes, token_ciphertext, refresh_token_ciphertext)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+     integration_id, scopes, token_ciphertext, refresh_token_ciphertext,
+     token_kek_id, refresh_token_kek_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT ON CONSTRAINT host_authentication_tokens_triple DO NOTHING
 RETURNING id
 """
@@ -103,6 +112,7 @@ _REPLACE = """
 UPDATE host_authentication_tokens
 SET subject_principal = $4, source = $6, expires_at = $7, integration_id = $8,
     scopes = $9, token_ciphertext = $10, refresh_token_ciphertext = $11,
+    token_kek_id = $12, refresh_token_kek_id = $13,
     generation = generation + 1, updated_at = now()
 WHERE id = $1 AND runner_id = $2 AND subject_id IS NOT DISTINCT FROM $3 AND host = $5
 """
@@ -115,7 +125,7 @@ WHERE runner_id = $1 AND subject_id IS NOT DISTINCT FROM $2 AND host = $3
 _GET = f"SELECT {_COLUMNS} FROM host_authentication_tokens WHERE id = $1"
 
 _GET_SECRETS = f"""
-SELECT {_COLUMNS}, token_ciphertext, refresh_token_ciphertext
+SELECT {_COLUMNS}, token_ciphertext, refresh_token_ciphertext, token_kek_id, refresh_token_kek_id
 FROM host_authentication_tokens WHERE id = $1
 """
 
@@ -124,12 +134,14 @@ FROM host_authentication_tokens WHERE id = $1
 _UPDATE = """
 UPDATE host_authentication_tokens SET
     token_ciphertext = CASE WHEN $2 THEN $3 ELSE token_ciphertext END,
-    refresh_token_ciphertext = CASE WHEN $4 THEN $5 ELSE refresh_token_ciphertext END,
-    expires_at = CASE WHEN $6 THEN $7 ELSE expires_at END,
-    scopes = CASE WHEN $8 THEN $9 ELSE scopes END,
+    token_kek_id = CASE WHEN $2 THEN $4 ELSE token_kek_id END,
+    refresh_token_ciphertext = CASE WHEN $5 THEN $6 ELSE refresh_token_ciphertext END,
+    refresh_token_kek_id = CASE WHEN $5 THEN $7 ELSE refresh_token_kek_id END,
+    expires_at = CASE WHEN $8 THEN $9 ELSE expires_at END,
+    scopes = CASE WHEN $10 THEN $11 ELSE scopes END,
     generation = generation + 1,
     updated_at = now()
-WHERE id = $1 AND ($10::uuid IS NULL OR runner_id = $10) AND ($11::uuid IS NULL OR subject_id = $11)
+WHERE id = $1 AND ($12::uuid IS NULL OR runner_id = $12) AND ($13::uuid IS NULL OR subject_id = $13)
 """
 
 _DELETE = """
@@ -149,8 +161,10 @@ def _args(record: TokenRecord, secrets: SealedSecrets) -> tuple[object, ...]:
         record.expires_at,
         record.integration_id,
         list(record.scopes),
-        secrets.token,
-        secrets.refresh_token,
+        secrets.token.ciphertext,
+        secrets.refresh_token.ciphertext if secrets.refresh_token else None,
+        secrets.token.key_id,
+        secrets.refresh_token.key_id if secrets.refresh_token else None,
     )
 
 
@@ -219,7 +233,11 @@ class TokenSession:
         row = await self._conn.fetchrow(_GET_SECRETS, token_id)
         if row is None:
             return None
-        return _record(row), SealedSecrets(row["token_ciphertext"], row["refresh_token_ciphertext"])
+        refresh = row["refresh_token_ciphertext"]
+        return _record(row), SealedSecrets(
+            Sealed(row["token_ciphertext"], row["token_kek_id"]),
+            None if refresh is None else Sealed(refresh, row["refresh_token_kek_id"]),
+        )
 
     async def list(self, query: ListQuery) -> list[tuple[TokenRecord, Position]]:
         sql, params = _list_statement(query)
@@ -238,7 +256,14 @@ class TokenSession:
         """Apply the changes; False when there is no such token with the given
         runner and subject ids (None: any)."""
         args: list[object] = [token_id]
-        for value in (changes.token, changes.refresh_token, changes.expires_at, changes.scopes):
+        for sealed in (changes.token, changes.refresh_token):
+            if isinstance(sealed, Keep):
+                args += [False, None, None]
+            elif sealed is None:
+                args += [True, None, None]
+            else:
+                args += [True, sealed.ciphertext, sealed.key_id]
+        for value in (changes.expires_at, changes.scopes):
             if value is KEEP:
                 args += [False, None]
             else:

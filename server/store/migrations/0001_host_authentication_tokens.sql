@@ -14,6 +14,10 @@ CREATE TABLE host_authentication_tokens (
     token_ciphertext          bytea       NOT NULL,
     -- NULL when no refresh token was given.
     refresh_token_ciphertext  bytea,
+    -- The key-encryption key each ciphertext's data key is wrapped under (also
+    -- in the ciphertext's header): what key rotation and retirement look for.
+    token_kek_id              text        NOT NULL,
+    refresh_token_kek_id      text,
     -- Bumped by every write: lets key rewraps and updates detect a lost race.
     generation                bigint      NOT NULL DEFAULT 1,
     created_at                timestamptz NOT NULL DEFAULT now(),
@@ -26,6 +30,9 @@ CREATE TABLE host_authentication_tokens (
 CREATE INDEX host_authentication_tokens_order ON host_authentication_tokens (created_at, id);
 CREATE INDEX host_authentication_tokens_runner ON host_authentication_tokens (runner_id, created_at, id);
 CREATE INDEX host_authentication_tokens_subject ON host_authentication_tokens (subject_id, created_at, id);
+
+CREATE INDEX host_authentication_tokens_token_kek ON host_authentication_tokens (token_kek_id);
+CREATE INDEX host_authentication_tokens_refresh_kek ON host_authentication_tokens (refresh_token_kek_id);
 
 -- Secrets of the service itself (not of tokens), made once per database and
 -- shared by every replica: the key that authenticates List cursors.
