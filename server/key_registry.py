@@ -47,21 +47,24 @@ async def register_and_check(keys: Keys, store: KeyStore) -> str:
         if not any(r.state == "primary" for r in rows.values()):
             await tx.make_primary(keys.default_primary)
             rows = {row.id: row for row in await tx.keys()}
+    problems = []
     wrong = [
         key_id
         for key_id in sorted(keys.key_ids & rows.keys())
         if not await keys.verify_check(key_id, rows[key_id].check_value)
     ]
     if wrong:
-        raise KeyAdminError(
+        problems.append(
             f"configured key material does not match the database's check for key(s): {', '.join(wrong)}"
         )
     missing = sorted(set(await store.keys_in_use()) - keys.key_ids)
     if missing:
-        raise KeyAdminError(f"rows use key(s) this server does not have: {', '.join(missing)}")
+        problems.append(f"rows use key(s) this server does not have: {', '.join(missing)}")
     primary = next(r.id for r in rows.values() if r.state == "primary")
     if primary not in keys.key_ids:
-        raise KeyAdminError(f"the primary key {primary} is not configured here")
+        problems.append(f"the primary key {primary} is not configured here")
+    if problems:
+        raise KeyAdminError("; ".join(problems))
     return primary
 
 
@@ -153,6 +156,9 @@ async def wait_for_replicas(store: KeyStore, primary: str, interval_s: float, ti
             r for r in await store.live_replicas(live_window(interval_s)) if r.primary_key_id != primary
         ]
         if not behind:
+            # Requests that sealed under the old key just before the switch
+            # commit within moments: let them land before the first pass.
+            await asyncio.sleep(interval_s)
             return
         if time.monotonic() > deadline:
             ids = ", ".join(str(r.id) for r in behind)
