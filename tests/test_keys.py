@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import random
@@ -37,14 +38,8 @@ HEARTBEAT_S = "0.2"
 
 
 def keyring_json(*key_ids: str, primary: str) -> str:
-    keys = {k: json.loads(generate(k))["keys"][k] for k in key_ids}
+    keys = {k: json.loads(generate_keyring_json(k))["keys"][k] for k in key_ids}
     return json.dumps({"primary": primary, "keys": keys})
-
-
-def generate(key_id: str) -> str:
-    from server.crypto.keyring import generate_keyring_json
-
-    return generate_keyring_json(key_id)
 
 
 @dataclass
@@ -157,9 +152,11 @@ async def test_update_during_rewrap_is_never_overwritten(key_env: KeyEnv, admin_
                 pb.UpdateHostAuthenticationTokenRequest(id=target, token=client_value), admin_call
             )
 
+    progress = io.StringIO()
     done = await rewrap(
-        key_env.sealer, key_env.store, batch_size=100, before_write=client_writes, out=open(os.devnull, "w")
+        key_env.sealer, key_env.store, batch_size=100, before_write=client_writes, out=progress
     )
+    assert "10/10 rows" in progress.getvalue()
     assert hooked
     assert done == 10  # 9 in the first pass, the client's row in the second
     value = await key_env.core.get_host_authentication_token_value(
@@ -174,7 +171,7 @@ async def test_rewrap_killed_half_way_finishes_when_run_again(key_env: KeyEnv, a
     env = key_env.env()
     assert (await run_cli_env(env, "keys", "rotate", "k-new")).returncode == 0
 
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 # read line by line below, in a thread
         [sys.executable, "-m", "server", "keys", "rewrap", "--batch-size", "5", "--pause-ms", "300"],
         cwd=ROOT,
         env={**os.environ, **env},
@@ -288,7 +285,8 @@ async def test_rotation_under_load(key_env: KeyEnv, admin_call: Call, tmp_path: 
         await asyncio.gather(*tasks)
 
         assert failures == []
-        assert counts["writes"] > 20 and counts["reads"] > 20, counts
+        assert counts["writes"] > 20, counts
+        assert counts["reads"] > 20, counts
         for token_id, value in last.items():
             assert (await get_value(wires[0], token_id)).token == value
         for wire in wires:
@@ -298,7 +296,8 @@ async def test_rotation_under_load(key_env: KeyEnv, admin_call: Call, tmp_path: 
     assert "primary key is now k-new" in log
     async with key_env.pool.acquire() as conn:
         old = await conn.fetchval(
-            "SELECT count(*) FROM host_authentication_tokens WHERE token_kek_id = 'k-old' OR refresh_token_kek_id = 'k-old'"
+            "SELECT count(*) FROM host_authentication_tokens "
+            "WHERE token_kek_id = 'k-old' OR refresh_token_kek_id = 'k-old'"
         )
         state = await conn.fetchval("SELECT state FROM encryption_keys WHERE id = 'k-old'")
     assert old == 0
