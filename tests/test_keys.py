@@ -22,6 +22,7 @@ from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 from server.auth.caller import Call
 from server.crypto import Keys, LocalKeyring, Sealer
+from server.crypto.keyring import generate_keyring_json
 from server.cursor import CursorCodec
 from server.key_registry import register_and_check, rewrap, rotate
 from server.service import HostAuthService
