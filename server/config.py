@@ -50,6 +50,11 @@ class Settings:
     jwt: JwtSettings | None = None
     # --dev: use this API key as the development key instead of generating one.
     dev_api_key: str | None = dataclasses.field(default=None, repr=False)
+    # AWS KMS key (id or ARN) to seal new data under; None: local keys only.
+    kms_key_id: str | None = None
+    kms_endpoint_url: str | None = None
+    kms_cache_size: int = 10_000
+    kms_cache_ttl_s: float = 300.0
     # How often a replica tells the database which keys it holds; it counts
     # as live for three intervals.
     heartbeat_s: float = 2.0
@@ -77,6 +82,10 @@ class Settings:
             jwt=_jwt_settings(env),
             dev_api_key=env.get("HOSTAUTH_DEV_API_KEY") or None,
             heartbeat_s=_seconds(env, "HOSTAUTH_HEARTBEAT_S", 2.0),
+            kms_key_id=env.get("HOSTAUTH_KMS_KEY_ID") or None,
+            kms_endpoint_url=env.get("HOSTAUTH_KMS_ENDPOINT_URL") or None,
+            kms_cache_size=int(_seconds(env, "HOSTAUTH_KMS_CACHE_SIZE", 10_000)),
+            kms_cache_ttl_s=_seconds(env, "HOSTAUTH_KMS_CACHE_TTL_S", 300.0),
         )
         if settings.database_url is None and not dev:
             raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")

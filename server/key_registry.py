@@ -79,7 +79,11 @@ class Heartbeat:
     replica_id: UUID = field(default_factory=uuid4)
 
     async def beat(self) -> None:
-        primary = await self.store.primary()
+        rows = await self.store.keys()
+        primary = next((r.id for r in rows if r.state == "primary"), None)
+        for row in rows:
+            if row.state == "retired" and row.id in self.sealer.keys.key_ids:
+                self.sealer.keys.flush(row.id)  # no cached data key outlives its key
         if primary is not None and primary != self.sealer.primary_id:
             if primary in self.sealer.keys.key_ids:
                 log.info("primary key is now %s (was %s)", primary, self.sealer.primary_id)

@@ -8,8 +8,9 @@ import sys
 from datetime import UTC, datetime
 
 from server.config import ConfigError, Settings
-from server.crypto import KeyringError, Keys, LocalKeyring
+from server.crypto import KeyProvider, KeyringError, Keys, LocalKeyring
 from server.crypto.keyring import generate_keyring_json
+from server.crypto.kms import KmsKeyProvider
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,9 @@ _DEV_WARNING = """
 """
 
 
-def load_keyring(settings: Settings) -> LocalKeyring:
+def load_keyring(settings: Settings) -> LocalKeyring | None:
+    """The local keyring: configured, or (--dev) the development one; None
+    when there is none and KMS is configured instead."""
     try:
         if settings.keyring_json is not None:
             return LocalKeyring.from_json(settings.keyring_json, source="HOSTAUTH_KEYRING")
@@ -33,7 +36,9 @@ def load_keyring(settings: Settings) -> LocalKeyring:
     except (KeyringError, OSError) as exc:
         raise ConfigError(str(exc)) from None
     if not settings.dev:
-        raise ConfigError("no keyring: set HOSTAUTH_KEYRING_FILE or HOSTAUTH_KEYRING")
+        if settings.kms_key_id is not None:
+            return None
+        raise ConfigError("no keys: set HOSTAUTH_KEYRING_FILE, HOSTAUTH_KEYRING or HOSTAUTH_KMS_KEY_ID")
     path = settings.data_dir / DEV_KEYRING_NAME
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -49,5 +54,17 @@ def load_keyring(settings: Settings) -> LocalKeyring:
 
 
 def load_keys(settings: Settings) -> Keys:
-    """Every configured key provider."""
-    return Keys.local(load_keyring(settings))
+    """Every configured key provider. New data goes under the KMS key when one
+    is configured (until the database names another primary)."""
+    local = load_keyring(settings)
+    providers: list[KeyProvider] = [local] if local is not None else []
+    if settings.kms_key_id is None:
+        assert local is not None
+        return Keys(providers, local.primary_id)
+    import boto3
+
+    client = boto3.client("kms", endpoint_url=settings.kms_endpoint_url)
+    kms = KmsKeyProvider(
+        settings.kms_key_id, client, cache_size=settings.kms_cache_size, cache_ttl_s=settings.kms_cache_ttl_s
+    )
+    return Keys([*providers, kms], kms.key_id)

@@ -55,7 +55,13 @@ class KeyProvider(Protocol):
 
     async def unwrap(self, key_id: str, wrapped: bytes, aad: bytes, context: SecretContext) -> bytes: ...
 
-    def forget(self, token_id: str) -> None: ...
+    def forget(self, token_id: str) -> None:
+        """Drop cached data keys of a deleted token."""
+        ...
+
+    def flush(self, key_id: str) -> None:
+        """Drop every cached data key under key_id (it was retired)."""
+        ...
 
 
 class LocalKeyring:
@@ -108,6 +114,9 @@ class LocalKeyring:
             raise UnwrapError("authentication failed") from None
 
     def forget(self, token_id: str) -> None:
+        """Nothing is cached locally."""
+
+    def flush(self, key_id: str) -> None:
         """Nothing is cached locally."""
 
     @classmethod
@@ -180,6 +189,10 @@ class Keys:
     def forget(self, token_id: str) -> None:
         for provider in self._providers:
             provider.forget(token_id)
+
+    def flush(self, key_id: str) -> None:
+        for provider in self._providers:
+            provider.flush(key_id)
 
     # A check value proves, without holding key material, that a configured
     # key is the one the database knows under that id.
