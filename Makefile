@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install gen check-gen lint breaking test run clean
+.PHONY: install gen check-gen lint breaking test run bench-rewrap clean
 
 install: $(VENV)/.installed
 
@@ -27,8 +27,8 @@ check-gen: install
 
 lint: install
 	buf lint
-	ruff check server tests tools
-	ruff format --check server tests tools
+	ruff check server tests tools bench
+	ruff format --check server tests tools bench
 	mypy server
 
 # Wire compatibility of proto/ against the main branch.
@@ -40,6 +40,10 @@ test: install check-gen
 
 run: install
 	$(PY) -m server serve --dev
+
+# Online rewrap rows/s next to a plain batched UPDATE of the same rows.
+bench-rewrap: install
+	$(PY) -m bench.rewrap
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

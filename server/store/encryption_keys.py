@@ -192,24 +192,29 @@ class KeyStore:
     async def store_rewrapped(
         self, rows: list[tuple[RewrapRow, Ciphertext, str, Ciphertext | None, str | None]]
     ) -> int:
-        """Write re-wrapped ciphertexts in one transaction; a row whose
-        generation moved on (a client wrote it meanwhile) is left alone.
-        Returns the rows written."""
-        written = 0
-        async with self._pool.acquire() as conn, conn.transaction():
-            for row, token, token_kek, refresh, refresh_kek in rows:
-                status = await conn.execute(
-                    """UPDATE host_authentication_tokens
-                       SET token_ciphertext = $3, token_kek_id = $4,
-                           refresh_token_ciphertext = $5, refresh_token_kek_id = $6,
-                           generation = generation + 1
-                       WHERE id = $1 AND generation = $2""",
-                    row.id,
-                    row.generation,
-                    token,
-                    token_kek,
-                    refresh,
-                    refresh_kek,
-                )
-                written += status == "UPDATE 1"
+        """Write re-wrapped ciphertexts in one statement (one transaction); a
+        row whose generation moved on (a client wrote it meanwhile) is left
+        alone. Returns the rows written."""
+        async with self._pool.acquire() as conn:
+            written: int = await conn.fetchval(
+                """WITH new AS (
+                       SELECT * FROM unnest(
+                           $1::uuid[], $2::bigint[], $3::bytea[], $4::text[], $5::bytea[], $6::text[]
+                       ) AS n(id, generation, token, token_kek, refresh, refresh_kek)),
+                   written AS (
+                       UPDATE host_authentication_tokens t
+                       SET token_ciphertext = new.token, token_kek_id = new.token_kek,
+                           refresh_token_ciphertext = new.refresh, refresh_token_kek_id = new.refresh_kek,
+                           generation = t.generation + 1
+                       FROM new
+                       WHERE t.id = new.id AND t.generation = new.generation
+                       RETURNING 1)
+                   SELECT count(*) FROM written""",
+                [r[0].id for r in rows],
+                [r[0].generation for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                [r[3] for r in rows],
+                [r[4] for r in rows],
+            )
         return written
