@@ -303,3 +303,29 @@ async def test_rotation_under_load(key_env: KeyEnv, admin_call: Call, tmp_path: 
         state = await conn.fetchval("SELECT state FROM encryption_keys WHERE id = 'k-old'")
     assert old == 0
     assert state == "retired"
+
+
+async def test_generate_adds_a_key_to_a_keyring_file(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    env = {"HOSTAUTH_KEYRING_FILE": str(path), "DATABASE_URL": "postgresql://unused/"}
+    printed = await run_cli_env(
+        {"DATABASE_URL": "postgresql://unused/", "HOSTAUTH_KEYRING": generate_keyring_json("x")},
+        "keys",
+        "generate",
+        "--id",
+        "k-1",
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout)["primary"] == "k-1"
+    path.write_text(printed.stdout)
+    added = await run_cli_env(env, "keys", "generate", "--id", "k-2", "--keyring-file", str(path))
+    assert added.returncode == 0, added.stderr
+    doc = json.loads(path.read_text())
+    assert doc["primary"] == "k-1"
+    assert set(doc["keys"]) == {"k-1", "k-2"}
+    assert path.stat().st_mode & 0o777 == 0o600
+    ring = LocalKeyring.from_file(path)  # and it loads
+    assert ring.key_ids == {"k-1", "k-2"}
+    again = await run_cli_env(env, "keys", "generate", "--id", "k-2", "--keyring-file", str(path))
+    assert again.returncode == 1
+    assert "already has a key k-2" in again.stderr
