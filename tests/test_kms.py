@@ -16,7 +16,7 @@ from server.crypto import DecryptionError, Keys, LocalKeyring, Sealer, SecretCon
 from server.crypto.keyring import generate_keyring_json
 from server.crypto.kms import KmsKeyProvider
 from server.cursor import CursorCodec
-from server.key_registry import register_and_check, rewrap, rotate
+from server.key_registry import Heartbeat, register_and_check, retire, rewrap, rotate
 from server.service import HostAuthService
 from server.store import TokenStore, connect_pool, cursor_key
 from server.store.encryption_keys import KeyStore
@@ -152,5 +152,27 @@ async def test_rotate_from_a_local_key_to_kms_and_rewrap(
         )
         assert (value.token, value.refresh_token) == (req.token, req.refresh_token)
         assert await store.keys_in_use() == {provider.key_id: 2}
+    finally:
+        await pool.close()
+
+
+async def test_retiring_the_key_flushes_its_cache_on_every_replica(
+    kms: Any, kms_key: str, admin_dsn: str
+) -> None:
+    local = LocalKeyring.from_json(generate_keyring_json("local-1"), source="test")
+    provider = KmsKeyProvider(kms_key, kms, status_ttl_s=60)
+    keys = Keys([local, provider], provider.key_id)
+    pool = await connect_pool(await create_database(admin_dsn))
+    try:
+        store = KeyStore(pool)
+        sealer = Sealer(keys, await register_and_check(keys, store))
+        assert sealer.primary_id == provider.key_id
+        await sealer.open(await sealer.seal(SECRET, CTX), CTX)
+        assert provider.cached >= 1  # (the start-up key check is cached too)
+        await rotate(keys, store, "local-1", 1.0)
+        await retire(store, provider.key_id)  # no stored row uses it
+        await Heartbeat(store, sealer, 1.0).beat()
+        assert sealer.primary_id == "local-1"  # followed the database
+        assert provider.cached == 0
     finally:
         await pool.close()
