@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable
 from datetime import UTC
+from typing import TypeVar
 from uuid import UUID, uuid4
 
 from gitpod.v1 import identity_pb2
@@ -41,6 +43,8 @@ from server.store import (
 from server.validation import create_violations, id_violations, list_violations, update_violations
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # A Create that keeps losing races (the row it found deleted, or another
 # writer's insert in between) gives up after this many rounds.
@@ -170,6 +174,15 @@ class HostAuthService:
                 type(audit_exc).__name__,
             )
 
+    async def _audited(self, call: Call, action: Action, token_id: UUID | None, work: Awaitable[T]) -> T:
+        """Run a write or secret read; a refusal of it is recorded too (its
+        success records itself, inside its own transaction)."""
+        try:
+            return await work
+        except Exception as exc:
+            await self._audit_refusal(call, action, token_id, exc)
+            raise
+
     @staticmethod
     def _token_id_of(raw: str) -> UUID | None:
         return UUID(raw) if not id_violations(raw) else None
@@ -190,11 +203,7 @@ class HostAuthService:
     async def create_host_authentication_token(
         self, req: pb.CreateHostAuthenticationTokenRequest, call: Call
     ) -> pb.CreateHostAuthenticationTokenResponse:
-        try:
-            return await self._create(req, call)
-        except Exception as exc:
-            await self._audit_refusal(call, Action.CREATE, None, exc)
-            raise
+        return await self._audited(call, Action.CREATE, None, self._create(req, call))
 
     async def _create(
         self, req: pb.CreateHostAuthenticationTokenRequest, call: Call
@@ -298,11 +307,7 @@ class HostAuthService:
     async def update_host_authentication_token(
         self, req: pb.UpdateHostAuthenticationTokenRequest, call: Call
     ) -> pb.UpdateHostAuthenticationTokenResponse:
-        try:
-            return await self._update(req, call)
-        except Exception as exc:
-            await self._audit_refusal(call, Action.UPDATE, self._token_id_of(req.id), exc)
-            raise
+        return await self._audited(call, Action.UPDATE, self._token_id_of(req.id), self._update(req, call))
 
     async def _update(
         self, req: pb.UpdateHostAuthenticationTokenRequest, call: Call
@@ -333,11 +338,7 @@ class HostAuthService:
     async def delete_host_authentication_token(
         self, req: pb.DeleteHostAuthenticationTokenRequest, call: Call
     ) -> pb.DeleteHostAuthenticationTokenResponse:
-        try:
-            return await self._delete(req, call)
-        except Exception as exc:
-            await self._audit_refusal(call, Action.DELETE, self._token_id_of(req.id), exc)
-            raise
+        return await self._audited(call, Action.DELETE, self._token_id_of(req.id), self._delete(req, call))
 
     async def _delete(
         self, req: pb.DeleteHostAuthenticationTokenRequest, call: Call
@@ -356,11 +357,9 @@ class HostAuthService:
     async def get_host_authentication_token_value(
         self, req: pb.GetHostAuthenticationTokenValueRequest, call: Call
     ) -> pb.GetHostAuthenticationTokenValueResponse:
-        try:
-            return await self._get_value(req, call)
-        except Exception as exc:
-            await self._audit_refusal(call, Action.GET_VALUE, self._token_id_of(req.id), exc)
-            raise
+        return await self._audited(
+            call, Action.GET_VALUE, self._token_id_of(req.id), self._get_value(req, call)
+        )
 
     async def _get_value(
         self, req: pb.GetHostAuthenticationTokenValueRequest, call: Call
