@@ -28,10 +28,12 @@ class Running:
         return f"http://{self.http}"
 
 
-def _listen(addr: Address) -> socket.socket:
+def _listen(addr: Address, *, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # worker processes share the port; the kernel spreads connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((addr.host, addr.port))
     sock.listen(1024)
     sock.setblocking(False)
@@ -39,14 +41,18 @@ def _listen(addr: Address) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve(core: HostAuthService, auth: Authenticator, settings: Settings) -> AsyncIterator[Running]:
-    grpc_server = build_grpc_server(core, auth, max_message_bytes=settings.max_message_bytes)
+async def serve(
+    core: HostAuthService, auth: Authenticator, settings: Settings, *, reuse_port: bool = False
+) -> AsyncIterator[Running]:
+    grpc_server = build_grpc_server(
+        core, auth, max_message_bytes=settings.max_message_bytes, reuse_port=reuse_port
+    )
     grpc_port = grpc_server.server.add_insecure_port(str(settings.grpc_addr))
     if grpc_port == 0:
         raise OSError(f"cannot listen for gRPC on {settings.grpc_addr}")
     # The HTTP socket is bound here, not by the ASGI server, so that port 0
     # (tests) resolves to a known port before anyone connects.
-    sock = _listen(settings.http_addr)
+    sock = _listen(settings.http_addr, reuse_port=reuse_port)
     http_port = sock.getsockname()[1]
     app = build_connect_app(core, auth, max_message_bytes=settings.max_message_bytes)
     await grpc_server.server.start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -40,14 +41,28 @@ from server.runtime import database
 from server.service import HostAuthService
 from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key, list_audit
 from server.store.encryption_keys import KeyStore
+from server.workers import supervise
 
 log = logging.getLogger("server")
 
 
-async def run_server(settings: Settings, dsn: str) -> None:
+async def prepare(settings: Settings, dsn: str) -> None:
+    """What the supervisor does once before starting workers: migrations, key
+    checks (a refusal stops everything here), the development API key."""
+    keys = load_keys(settings)
+    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    try:
+        await register_and_check(keys, KeyStore(pool))
+        if settings.dev:
+            await ensure_dev_api_key(settings, ApiKeyStore(pool))
+    finally:
+        await pool.close()
+
+
+async def run_server(settings: Settings, dsn: str, *, worker: bool = False) -> None:
     keys = load_keys(settings)
     jwt = JwtVerifier(settings.jwt) if settings.jwt else None
-    pool = await connect_pool(dsn)
+    pool = await connect_pool(dsn, min_size=min(2, settings.db_pool_size), max_size=settings.db_pool_size)
     heartbeat: asyncio.Task[None] | None = None
     try:
         key_store = KeyStore(pool)
@@ -56,14 +71,14 @@ async def run_server(settings: Settings, dsn: str) -> None:
         await beat.beat()
         heartbeat = asyncio.create_task(beat.run())
         api_keys = ApiKeyStore(pool)
-        if settings.dev:
+        if settings.dev and not worker:
             await ensure_dev_api_key(settings, api_keys)
         core = HostAuthService(TokenStore(pool), sealer, CursorCodec(await cursor_key(pool)))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with serve(core, Authenticator(api_keys, jwt), settings) as running:
+        async with serve(core, Authenticator(api_keys, jwt), settings, reuse_port=worker) as running:
             log.info("serving Connect on %s and gRPC on %s", running.http_url, running.grpc)
             await stop.wait()
             log.info("shutting down")
@@ -152,6 +167,10 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     serve_cmd = command(commands, "serve", "serve gRPC and Connect")
+    serve_cmd.add_argument(
+        "--workers", type=int, help="serving processes (default HOSTAUTH_WORKERS, else CPUs)"
+    )
+    serve_cmd.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of the supervisor's
     serve_cmd.set_defaults(run=None)
 
     keys = commands.add_parser("api-keys", help="create, revoke and list API keys").add_subparsers(
@@ -197,10 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     args.settings = settings
     try:
         with database(settings) as dsn:
-            if run is None:
-                asyncio.run(run_server(settings, dsn))
-            else:
+            if run is not None:
                 asyncio.run(run(args, dsn))
+            elif args.worker:
+                asyncio.run(run_server(settings, dsn, worker=True))
+            elif (args.workers or settings.workers) > 1:
+                asyncio.run(prepare(settings, dsn))
+                return supervise(dataclasses.replace(settings, workers=args.workers or settings.workers), dsn)
+            else:
+                asyncio.run(run_server(settings, dsn))
     except KeyAdminError as exc:
         print(f"hostauth: {exc}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ Nothing else in the service reads the environment.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,10 @@ class Settings:
     # How often a replica tells the database which keys it holds; it counts
     # as live for three intervals.
     heartbeat_s: float = 2.0
+    # Serving processes; several share the ports (SO_REUSEPORT).
+    workers: int = 1
+    # Database connections per serving process.
+    db_pool_size: int = 10
     # Requests above this size are refused with resource_exhausted.
     max_message_bytes: int = 1 << 20
 
@@ -86,6 +91,8 @@ class Settings:
             kms_endpoint_url=env.get("HOSTAUTH_KMS_ENDPOINT_URL") or None,
             kms_cache_size=int(_seconds(env, "HOSTAUTH_KMS_CACHE_SIZE", 10_000)),
             kms_cache_ttl_s=_seconds(env, "HOSTAUTH_KMS_CACHE_TTL_S", 300.0),
+            workers=int(_seconds(env, "HOSTAUTH_WORKERS", float(os.cpu_count() or 1))),
+            db_pool_size=int(_seconds(env, "HOSTAUTH_DB_POOL_SIZE", 10)),
         )
         if settings.database_url is None and not dev:
             raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")

@@ -49,7 +49,7 @@ def binaries_dir() -> Path:
     return bin_dir
 
 
-def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:
+def die_with_parent(sig: signal.Signals) -> Callable[[], None]:
     parent = os.getpid()
 
     def preexec() -> None:
@@ -148,7 +148,7 @@ class EmbeddedPostgres:
                 cwd=self.data_dir,
                 # Its own session: a terminal's Ctrl-C reaches only us, and we stop it.
                 start_new_session=True,
-                preexec_fn=_die_with_parent(signal.SIGINT),  # fast shutdown
+                preexec_fn=die_with_parent(signal.SIGINT),  # fast shutdown
                 **self._credentials(),
             )
 
@@ -266,7 +266,7 @@ class EmbeddedPostgres:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
-                preexec_fn=_die_with_parent(signal.SIGINT),
+                preexec_fn=die_with_parent(signal.SIGINT),
                 **self._credentials(),
             )
             if code != 0:

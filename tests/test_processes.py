@@ -132,3 +132,59 @@ async def test_readme_call_works(dev_server: ServerProcess, dev_api_key: str, in
     assert "refreshToken" not in token
     assert b"gho_" not in result.stdout
     assert b"ghr_" not in result.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: str, log_dir: Path) -> None:
+    dsn = await create_database(admin_dsn)
+    server = start_server(
+        log_dir, {"DATABASE_URL": dsn, "HOSTAUTH_KEYRING": TEST_KEYRING_JSON}, args=("--workers", "3")
+    )
+    try:
+        await wait_serving(server)
+        pool = await connect_pool(dsn, min_size=1, max_size=1)
+        try:
+            key = await make_api_key(ApiKeyStore(pool), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4())
+            for _ in range(50):  # every worker is up and has said so
+                async with pool.acquire() as conn:
+                    live = await conn.fetchval("SELECT count(*) FROM replicas")
+                if live == 3:
+                    break
+                await asyncio.sleep(0.1)
+            assert live == 3
+        finally:
+            await pool.close()
+        wires = [
+            GrpcWire(f"127.0.0.1:{server.grpc_port}", key),
+            ConnectWire(f"http://127.0.0.1:{server.http_port}", "proto", credential=key),
+        ]
+        for wire in wires:
+            for _ in range(6):  # new connections: the kernel spreads them over the workers
+                fresh = wire.with_credential(key)
+                req = create_request()
+                answer = await fresh.call(
+                    "CreateHostAuthenticationToken", req, pb.CreateHostAuthenticationTokenResponse
+                )
+                assert answer.token.runner_id == req.runner_id
+            await wire.close()  # type: ignore[attr-defined]
+        started = re.search(r"started 3 worker\(s\): ([\d, ]+)", server.log.read_text())
+        assert started is not None
+        pids = [int(p) for p in started.group(1).split(", ")]
+        assert all(_alive(pid) for pid in pids)
+        server.proc.kill()  # SIGKILL: the supervisor gets no chance to clean up
+        server.proc.wait()
+        for _ in range(100):
+            if not any(_alive(pid) for pid in pids):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids), "workers outlived their supervisor"
+    finally:
+        if server.proc.poll() is None:
+            server.stop()

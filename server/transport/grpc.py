@@ -115,8 +115,16 @@ class GrpcServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
-def build_grpc_server(core: HostAuthService, auth: Authenticator, *, max_message_bytes: int) -> GrpcServer:
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
+def build_grpc_server(
+    core: HostAuthService, auth: Authenticator, *, max_message_bytes: int, reuse_port: bool = False
+) -> GrpcServer:
+    # grpcio shares ports by default; a lone server should fail on a taken port.
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ]
+    )
     server.add_generic_rpc_handlers((service_handler(core, auth),))
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
