@@ -10,7 +10,7 @@ data=$(mktemp -d /tmp/hostauth-bench-XXXXXX)
 chmod 755 "$data"
 trap 'rm -rf "$data"' EXIT
 declare -A result
-for server in uvicorn hypercorn; do
+for server in uvicorn hypercorn granian; do
   HOSTAUTH_HTTP_SERVER=$server HOSTAUTH_DATA_DIR=$data HOSTAUTH_HTTP_ADDR=127.0.0.1:18080 \
     HOSTAUTH_GRPC_ADDR=127.0.0.1:19090 .venv/bin/python -m server serve --dev >"$data/$server.log" 2>&1 &
   pid=$!
@@ -23,6 +23,6 @@ for server in uvicorn hypercorn; do
   kill -TERM $pid; wait $pid || true
 done
 for script in unimplemented create; do
-  awk -v u="${result[uvicorn.$script]}" -v h="${result[hypercorn.$script]}" -v s=$script \
-    'BEGIN {printf "%s: uvicorn/hypercorn = %.2f\n", s, u / h}'
+  awk -v u="${result[uvicorn.$script]}" -v h="${result[hypercorn.$script]}" -v g="${result[granian.$script]}" \
+    -v s=$script 'BEGIN {printf "%s: uvicorn/hypercorn = %.2f, granian/hypercorn = %.2f\n", s, u / h, g / h}'
 done

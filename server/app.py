@@ -45,7 +45,11 @@ async def serve(
     core: HostAuthService, auth: Authenticator, settings: Settings, *, reuse_port: bool = False
 ) -> AsyncIterator[Running]:
     grpc_server = build_grpc_server(
-        core, auth, max_message_bytes=settings.max_message_bytes, reuse_port=reuse_port
+        core,
+        auth,
+        max_message_bytes=settings.max_message_bytes,
+        reuse_port=reuse_port,
+        bench_echo=settings.bench_echo,
     )
     grpc_port = grpc_server.server.add_insecure_port(str(settings.grpc_addr))
     if grpc_port == 0:
@@ -54,7 +58,9 @@ async def serve(
     # (tests) resolves to a known port before anyone connects.
     sock = _listen(settings.http_addr, reuse_port=reuse_port)
     http_port = sock.getsockname()[1]
-    app = build_connect_app(core, auth, max_message_bytes=settings.max_message_bytes)
+    app = build_connect_app(
+        core, auth, max_message_bytes=settings.max_message_bytes, bench_echo=settings.bench_echo
+    )
     await grpc_server.server.start()
     stop = asyncio.Event()
     http_task = asyncio.create_task(serve_asgi(settings.http_server, app, sock, stop))

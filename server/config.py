@@ -46,7 +46,7 @@ class Settings:
     keyring_json: str | None = dataclasses.field(default=None, repr=False)
     keyring_file: Path | None = None
     dev: bool = False
-    http_server: str = "hypercorn"
+    http_server: str = "granian"
     # None: JWTs are not accepted (API keys only).
     jwt: JwtSettings | None = None
     # --dev: use this API key as the development key instead of generating one.
@@ -63,14 +63,16 @@ class Settings:
     workers: int = 1
     # Database connections per serving process.
     db_pool_size: int = 10
+    # Serve the benchmark's echo method (make bench only).
+    bench_echo: bool = False
     # Requests above this size are refused with resource_exhausted.
     max_message_bytes: int = 1 << 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, dev: bool = False) -> Settings:
-        http_server = env.get("HOSTAUTH_HTTP_SERVER", "hypercorn")
-        if http_server not in ("hypercorn", "uvicorn"):
-            raise ConfigError(f"HOSTAUTH_HTTP_SERVER must be hypercorn or uvicorn, got {http_server!r}")
+        http_server = env.get("HOSTAUTH_HTTP_SERVER", "granian")
+        if http_server not in ("hypercorn", "uvicorn", "granian"):
+            raise ConfigError(f"HOSTAUTH_HTTP_SERVER must be hypercorn, granian or uvicorn, got {http_server!r}")
         settings = cls(
             http_addr=Address.parse(
                 env.get("HOSTAUTH_HTTP_ADDR", "127.0.0.1:8080"), setting="HOSTAUTH_HTTP_ADDR"
@@ -93,6 +95,7 @@ class Settings:
             kms_cache_ttl_s=_seconds(env, "HOSTAUTH_KMS_CACHE_TTL_S", 300.0),
             workers=int(_seconds(env, "HOSTAUTH_WORKERS", float(os.cpu_count() or 1))),
             db_pool_size=int(_seconds(env, "HOSTAUTH_DB_POOL_SIZE", 10)),
+            bench_echo=env.get("HOSTAUTH_BENCH_ECHO") == "1",
         )
         if settings.database_url is None and not dev:
             raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")

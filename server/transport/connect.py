@@ -21,6 +21,8 @@ from server.auth.authenticator import Authenticator
 from server.auth.caller import Call
 from server.errors import FieldViolation, InvalidArgument
 from server.service import HostAuthService
+from server.transport.echo import PATH_PREFIX as ECHO_PREFIX
+from server.transport.echo import connect_echo_app
 from server.transport.status import STATUS, classify
 
 Req = TypeVar("Req")
@@ -107,14 +109,19 @@ class ConnectRunnerConfiguration:
 
 
 class ConnectApp:
-    """The ASGI app: the generated Connect application, plus List's query."""
+    """The ASGI app: the generated Connect application, plus List's query
+    (and the benchmark's echo, when asked for)."""
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_echo", "_inner")
 
-    def __init__(self, inner: RunnerConfigurationServiceASGIApplication) -> None:
+    def __init__(self, inner: RunnerConfigurationServiceASGIApplication, echo: Any = None) -> None:
         self._inner = inner
+        self._echo = echo
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._echo is not None and scope["type"] == "http" and scope["path"].startswith(ECHO_PREFIX):
+            await self._echo(scope, receive, send)
+            return
         if (
             scope["type"] == "http"
             and scope["method"] == "POST"
@@ -130,7 +137,9 @@ class ConnectApp:
         await self._inner(scope, receive, send)
 
 
-def build_connect_app(core: HostAuthService, auth: Authenticator, *, max_message_bytes: int) -> ConnectApp:
+def build_connect_app(
+    core: HostAuthService, auth: Authenticator, *, max_message_bytes: int, bench_echo: bool = False
+) -> ConnectApp:
     return ConnectApp(
         RunnerConfigurationServiceASGIApplication(
             ConnectRunnerConfiguration(core, auth),
@@ -138,5 +147,6 @@ def build_connect_app(core: HostAuthService, auth: Authenticator, *, max_message
             # Unknown JSON fields are a client's mistake worth reporting;
             # unknown proto fields are ignored, as proto rules say.
             codecs=[google_protobuf_binary_codec(), google_protobuf_json_codec(ignore_unknown_fields=False)],
-        )
+        ),
+        connect_echo_app(max_message_bytes) if bench_echo else None,
     )

@@ -17,6 +17,7 @@ from gitpod.v1 import runner_configuration_pb2 as pb
 from server.auth.authenticator import Authenticator
 from server.auth.caller import Call
 from server.service import HostAuthService
+from server.transport.echo import grpc_echo_handler
 from server.transport.status import STATUS, classify
 
 Req = TypeVar("Req")
@@ -116,7 +117,12 @@ class GrpcServer:
 
 
 def build_grpc_server(
-    core: HostAuthService, auth: Authenticator, *, max_message_bytes: int, reuse_port: bool = False
+    core: HostAuthService,
+    auth: Authenticator,
+    *,
+    max_message_bytes: int,
+    reuse_port: bool = False,
+    bench_echo: bool = False,
 ) -> GrpcServer:
     # grpcio shares ports by default; a lone server should fail on a taken port.
     server = grpc.aio.server(
@@ -126,6 +132,8 @@ def build_grpc_server(
         ]
     )
     server.add_generic_rpc_handlers((service_handler(core, auth),))
+    if bench_echo:
+        server.add_generic_rpc_handlers((grpc_echo_handler(),))
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

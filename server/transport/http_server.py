@@ -1,4 +1,11 @@
-"""The ASGI server under the Connect app (chosen by measurement: README)."""
+"""The ASGI server under the Connect app.
+
+granian by default: measured here with this service at 2x hypercorn's rate for
+GetValue and 4x for the echo floor (docs/benchmarks.md). Connect unary needs
+no trailers, so granian's lack of them does not matter; gRPC is served by
+grpc.aio on its own port. hypercorn and uvicorn stay selectable
+(HOSTAUTH_HTTP_SERVER) for comparison.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +34,21 @@ async def serve_asgi(kind: str, app: Any, sock: socket.socket, stop: asyncio.Eve
         finally:
             stopper.cancel()
             sock.close()
+        return
+
+    if kind == "granian":
+        from granian.constants import HTTPModes, Interfaces
+        from granian.server.embed import Server
+
+        host, port = sock.getsockname()[:2]
+        sock.close()  # granian binds the port itself (SO_REUSEPORT on Linux)
+        server = Server(
+            app, address=host, port=port, interface=Interfaces.ASGINL, http=HTTPModes.auto, log_enabled=False
+        )
+        serving = asyncio.create_task(server.serve())
+        await stop.wait()
+        server.stop()
+        await serving
         return
 
     from hypercorn.asyncio import serve

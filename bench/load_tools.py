@@ -1,0 +1,131 @@
+"""Drivers for the load generators `make bench` uses, and their parsers.
+
+h2load (Debian nghttp2-client) speaks HTTP/2 (gRPC) and HTTP/1.1 (Connect)
+with a fixed body and logs every request's latency; wrk runs a Lua script,
+so each Connect Create can carry a new (runner, subject, host).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Result:
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def ensure_tools() -> None:
+    """Install h2load and wrk from Debian's packages when missing."""
+    missing = [pkg for tool, pkg in (("h2load", "nghttp2-client"), ("wrk", "wrk")) if shutil.which(tool) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise SystemExit(f"make bench needs {' '.join(missing)}: apt-get install {' '.join(missing)}")
+    subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, stdout=subprocess.DEVNULL)
+
+
+def _percentile(values: list[int], q: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] / 1000.0
+
+
+def h2load(
+    url: str, body: bytes, headers: dict[str, str], *, clients: int, seconds: float, http1: bool, rps: float = 0
+) -> Result:
+    with tempfile.TemporaryDirectory() as tmp:
+        data, log = Path(tmp, "body"), Path(tmp, "log")
+        data.write_bytes(body)
+        args = [
+            "h2load", "-c", str(clients), "-m", "1", "-D", f"{int(seconds * 1000)}ms", "--warm-up-time", "300ms",
+            "-d", str(data), "--log-file", str(log),
+        ]  # fmt: skip
+        if http1:
+            args.append("--h1")
+        if rps:
+            args += ["--rps", f"{max(rps / clients, 0.1):.2f}"]
+        for name, value in headers.items():
+            args += ["-H", f"{name}: {value}"]
+        out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+        latencies, bad = [], 0
+        for line in log.read_text().splitlines():
+            _, status, micros = line.split("\t")[:3]
+            if status != "200":
+                bad += 1
+            latencies.append(int(micros))
+    finished = re.search(r"finished in ([\d.]+)(m?s)", out)
+    seconds_taken = float(finished.group(1)) / (1000 if finished and finished.group(2) == "ms" else 1) if finished else seconds
+    failed = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored", out)
+    errors = bad + (int(failed.group(1)) + int(failed.group(2)) if failed else 0)
+    return Result(len(latencies), errors, seconds_taken, _percentile(latencies, 0.5), _percentile(latencies, 0.99))
+
+
+def wrk(url: str, script: str, *, clients: int, seconds: float) -> Result:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        lua.write(script)
+        lua.flush()
+        threads = 1 if clients < 4 else 2
+        out = subprocess.run(
+            # wrk takes whole seconds
+            ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--latency", "-s", lua.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    def millis(label: str) -> float:
+        match = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)", out, flags=re.MULTILINE)
+        if not match:
+            return 0.0
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    total = re.search(r"(\d+) requests in ([\d.]+)(ms|s)", out)
+    assert total, out
+    taken = float(total.group(2)) / (1000 if total.group(3) == "ms" else 1)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if socket_errors:
+        errors += sum(int(g) for g in socket_errors.groups())
+    return Result(int(total.group(1)), errors, taken, millis("50%"), millis("99%"))
+
+
+def grpc_create(target: str, credential: str, *, clients: int, seconds: float) -> Result:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.grpc_create_load", target, credential, str(clients), str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    doc = json.loads(out)
+    lat = doc["latencies_us"]
+    return Result(doc["count"], doc["errors"], doc["seconds"], _percentile(lat, 0.5), _percentile(lat, 0.99))
+
+
+def median_result(results: list[Result]) -> Result:
+    """The round with the median rate."""
+    ranked = sorted(results, key=lambda r: r.rps)
+    return ranked[len(ranked) // 2]
+
+
+__all__ = ["Result", "ensure_tools", "grpc_create", "h2load", "median_result", "statistics", "wrk"]
