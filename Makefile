@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install gen check-gen lint breaking test run bench-rewrap clean
+.PHONY: install gen check-gen lint breaking test run bench bench-rewrap clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ test: install check-gen
 
 run: install
 	$(PY) -m server serve --dev
+
+# The service under load next to its ceilings (docs/benchmarks.md); installs
+# h2load and wrk from Debian's packages when missing.
+bench: install
+	$(PY) -m bench.service
 
 # Online rewrap rows/s next to a plain batched UPDATE of the same rows.
 bench-rewrap: install

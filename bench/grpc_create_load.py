@@ -36,7 +36,11 @@ async def main(target: str, credential: str, concurrency: int, seconds: float) -
         while time.perf_counter() < deadline:
             n += 1
             req = pb.CreateHostAuthenticationTokenRequest(
-                runner_id=runner, subject=subject, host=f"git-{n}.example.com", token="gho_bench", refresh_token="ghr_bench"
+                runner_id=runner,
+                subject=subject,
+                host=f"git-{n}.example.com",
+                token="gho_bench",
+                refresh_token="ghr_bench",
             )
             started = time.perf_counter_ns()
             try:
@@ -49,7 +53,9 @@ async def main(target: str, credential: str, concurrency: int, seconds: float) -
     await asyncio.gather(*(loop() for _ in range(concurrency)))
     elapsed = time.perf_counter() - began
     await channel.close()
-    print(json.dumps({"count": len(latencies), "errors": errors, "seconds": elapsed, "latencies_us": latencies}))
+    print(
+        json.dumps({"count": len(latencies), "errors": errors, "seconds": elapsed, "latencies_us": latencies})
+    )
 
 
 if __name__ == "__main__":

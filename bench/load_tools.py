@@ -34,7 +34,9 @@ class Result:
 
 def ensure_tools() -> None:
     """Install h2load and wrk from Debian's packages when missing."""
-    missing = [pkg for tool, pkg in (("h2load", "nghttp2-client"), ("wrk", "wrk")) if shutil.which(tool) is None]
+    missing = [
+        pkg for tool, pkg in (("h2load", "nghttp2-client"), ("wrk", "wrk")) if shutil.which(tool) is None
+    ]
     if not missing:
         return
     if os.geteuid() != 0:
@@ -50,15 +52,21 @@ def _percentile(values: list[int], q: float) -> float:
 
 
 def h2load(
-    url: str, body: bytes, headers: dict[str, str], *, clients: int, seconds: float, http1: bool, rps: float = 0
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    clients: int,
+    seconds: float,
+    http1: bool,
+    rps: float = 0,
 ) -> Result:
     with tempfile.TemporaryDirectory() as tmp:
         data, log = Path(tmp, "body"), Path(tmp, "log")
         data.write_bytes(body)
-        args = [
-            "h2load", "-c", str(clients), "-m", "1", "-D", f"{int(seconds * 1000)}ms", "--warm-up-time", "300ms",
-            "-d", str(data), "--log-file", str(log),
-        ]  # fmt: skip
+        duration = f"{int(seconds * 1000)}ms"
+        args = ["h2load", "-c", str(clients), "-m", "1", "-D", duration, "--warm-up-time", "300ms"]
+        args += ["-d", str(data), "--log-file", str(log)]
         if http1:
             args.append("--h1")
         if rps:
@@ -69,14 +77,24 @@ def h2load(
         latencies, bad = [], 0
         for line in log.read_text().splitlines():
             _, status, micros = line.split("\t")[:3]
+            if status == "0":
+                continue  # still in flight when the timed window closed
             if status != "200":
                 bad += 1
             latencies.append(int(micros))
     finished = re.search(r"finished in ([\d.]+)(m?s)", out)
-    seconds_taken = float(finished.group(1)) / (1000 if finished and finished.group(2) == "ms" else 1) if finished else seconds
-    failed = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored", out)
-    errors = bad + (int(failed.group(1)) + int(failed.group(2)) if failed else 0)
-    return Result(len(latencies), errors, seconds_taken, _percentile(latencies, 0.5), _percentile(latencies, 0.99))
+    seconds_taken = (
+        float(finished.group(1)) / (1000 if finished and finished.group(2) == "ms" else 1)
+        if finished
+        else seconds
+    )
+    # "failed" also counts requests cut off when the window closed; errored
+    # and timed-out ones are real failures.
+    errored = re.search(r"(\d+) errored, (\d+) timeout", out)
+    errors = bad + (int(errored.group(1)) + int(errored.group(2)) if errored else 0)
+    return Result(
+        len(latencies), errors, seconds_taken, _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+    )
 
 
 def wrk(url: str, script: str, *, clients: int, seconds: float) -> Result:
@@ -86,7 +104,19 @@ def wrk(url: str, script: str, *, clients: int, seconds: float) -> Result:
         threads = 1 if clients < 4 else 2
         out = subprocess.run(
             # wrk takes whole seconds
-            ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--latency", "-s", lua.name, url],
+            [
+                "wrk",
+                "-t",
+                str(threads),
+                "-c",
+                str(clients),
+                "-d",
+                f"{max(1, round(seconds))}s",
+                "--latency",
+                "-s",
+                lua.name,
+                url,
+            ],
             capture_output=True,
             text=True,
             check=True,

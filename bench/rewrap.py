@@ -15,6 +15,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -115,8 +116,11 @@ def main() -> None:
         return
     folder = Path(tempfile.mkdtemp(prefix="hostauth-bench-"))
     folder.chmod(0o755)
-    with EmbeddedPostgres(folder / "pgdata") as pg:
-        asyncio.run(run(pg.dsn, args.rows, args.batch_size))
+    try:
+        with EmbeddedPostgres(folder / "pgdata") as pg:
+            asyncio.run(run(pg.dsn, args.rows, args.batch_size))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

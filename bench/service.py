@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -138,9 +138,13 @@ def request_for(method: str, fixture: Fixture) -> tuple[str, object]:
     if method == "Echo":
         return "hostauth.bench.v1.EchoService/Echo", echo_pb2.EchoRequest(payload="x" * 32)
     if method == "GetValue":
-        return f"{SERVICE}/GetHostAuthenticationTokenValue", pb.GetHostAuthenticationTokenValueRequest(id=fixture.token_id)
+        return f"{SERVICE}/GetHostAuthenticationTokenValue", pb.GetHostAuthenticationTokenValueRequest(
+            id=fixture.token_id
+        )
     if method == "Get":
-        return f"{SERVICE}/GetHostAuthenticationToken", pb.GetHostAuthenticationTokenRequest(id=fixture.token_id)
+        return f"{SERVICE}/GetHostAuthenticationToken", pb.GetHostAuthenticationTokenRequest(
+            id=fixture.token_id
+        )
     return f"{SERVICE}/ListHostAuthenticationTokens", pb.ListHostAuthenticationTokensRequest(
         pagination={"page_size": 25},  # type: ignore[arg-type]
         filter=pb.ListHostAuthenticationTokensRequest.Filter(runner_id=fixture.runner_id),
@@ -153,8 +157,13 @@ def create_lua(key: str, encoding: str) -> str:
     runner = str(uuid.uuid4())
     if encoding == "json":
         body = (
-            '\'{"runnerId": "' + runner + '", "subject": {"id": "' + subject + '", "principal": "PRINCIPAL_USER"}, '
-            '"host": "git-\' .. host_n .. \'.example.com", "token": "gho_bench", "refreshToken": "ghr_bench"}\''
+            '\'{"runnerId": "'
+            + runner
+            + '", "subject": {"id": "'
+            + subject
+            + '", "principal": "PRINCIPAL_USER"}, '
+            '"host": "git-\' .. host_n .. \'.example.com", '
+            '"token": "gho_bench", "refreshToken": "ghr_bench"}\''
         )
     else:  # proto: length-delimited fields, all shorter than 128 bytes
         body = (
@@ -178,25 +187,46 @@ end
 """
 
 
-def run_once(svc: Service, fixture: Fixture, method: str, transport: str, clients: int, seconds: float, rps: float = 0) -> Result:
+def run_once(
+    svc: Service, fixture: Fixture, method: str, transport: str, clients: int, seconds: float, rps: float = 0
+) -> Result:
     if method == "Create" and transport == "grpc":
         return grpc_create(f"127.0.0.1:{svc.grpc}", fixture.key, clients=clients, seconds=seconds)
     if method == "Create":
         return wrk(
-            f"http://127.0.0.1:{svc.http}", create_lua(fixture.key, transport.split("-")[1]), clients=clients, seconds=seconds
+            f"http://127.0.0.1:{svc.http}",
+            create_lua(fixture.key, transport.split("-")[1]),
+            clients=clients,
+            seconds=seconds,
         )
     path, message = request_for(method, fixture)
     auth = {"authorization": f"Bearer {fixture.key}"}
     if transport == "grpc":
         body = grpc_frame(message.SerializeToString())  # type: ignore[attr-defined]
         headers = {"content-type": "application/grpc", "te": "trailers", **auth}
-        return h2load(f"http://127.0.0.1:{svc.grpc}/{path}", body, headers, clients=clients, seconds=seconds, http1=False, rps=rps)
+        return h2load(
+            f"http://127.0.0.1:{svc.grpc}/{path}",
+            body,
+            headers,
+            clients=clients,
+            seconds=seconds,
+            http1=False,
+            rps=rps,
+        )
     encoding = transport.split("-")[1]
     from google.protobuf import json_format
 
     body = message.SerializeToString() if encoding == "proto" else json_format.MessageToJson(message).encode()  # type: ignore[attr-defined,arg-type]
     headers = {"content-type": f"application/{encoding}", "connect-protocol-version": "1", **auth}
-    return h2load(f"http://127.0.0.1:{svc.http}/{path}", body, headers, clients=clients, seconds=seconds, http1=True, rps=rps)
+    return h2load(
+        f"http://127.0.0.1:{svc.http}/{path}",
+        body,
+        headers,
+        clients=clients,
+        seconds=seconds,
+        http1=True,
+        rps=rps,
+    )
 
 
 @dataclass
@@ -208,7 +238,9 @@ class Row:
     cpu_us: float
 
 
-def measure(svc: Service, fixture: Fixture, method: str, transport: str, clients: int, seconds: float, rounds: int) -> Row:
+def measure(
+    svc: Service, fixture: Fixture, method: str, transport: str, clients: int, seconds: float, rounds: int
+) -> Row:
     before = svc.cpu_ticks()
     results = [run_once(svc, fixture, method, transport, clients, seconds) for _ in range(rounds)]
     ticks = svc.cpu_ticks() - before
@@ -222,7 +254,9 @@ async def db_ceiling(dsn: str, clients: int, seconds: float, select_id: str) -> 
     await conns[0].execute("CREATE TABLE IF NOT EXISTS bench_ceiling (id uuid PRIMARY KEY, a bytea, b bytea)")
     payload = os.urandom(120)
 
-    async def loop(conn: asyncpg.Connection, work: Callable[[asyncpg.Connection], object], until: float) -> int:
+    async def loop(
+        conn: asyncpg.Connection, work: Callable[[asyncpg.Connection], object], until: float
+    ) -> int:
         n = 0
         while time.perf_counter() < until:
             await work(conn)  # type: ignore[misc]
@@ -231,7 +265,9 @@ async def db_ceiling(dsn: str, clients: int, seconds: float, select_id: str) -> 
 
     rates = []
     for work in (
-        lambda c: c.fetchval("INSERT INTO bench_ceiling VALUES ($1, $2, $2) RETURNING id", uuid.uuid4(), payload),
+        lambda c: c.fetchval(
+            "INSERT INTO bench_ceiling VALUES ($1, $2, $2) RETURNING id", uuid.uuid4(), payload
+        ),
         lambda c: c.fetchrow("SELECT * FROM host_authentication_tokens WHERE id = $1", uuid.UUID(select_id)),
     ):
         start = time.perf_counter()
@@ -255,7 +291,10 @@ def seed(svc: Service, fixture: Fixture) -> None:
             ids = []
             for i in range(30):
                 req = pb.CreateHostAuthenticationTokenRequest(
-                    runner_id=fixture.runner_id, host=f"seed-{i}.example.com", token="gho_seed", refresh_token="ghr_seed"
+                    runner_id=fixture.runner_id,
+                    host=f"seed-{i}.example.com",
+                    token="gho_seed",
+                    refresh_token="ghr_seed",
                 )
                 ids.append((await stub.CreateHostAuthenticationToken(req, metadata=md)).token.id)
             return ids[0]
@@ -266,29 +305,34 @@ def seed(svc: Service, fixture: Fixture) -> None:
 def table(rows: list[Row], ceilings: dict[int, tuple[float, float]]) -> str:
     echo = {(r.transport, r.clients): r.result.rps for r in rows if r.method == "Echo"}
     lines = [
-        f"{'method':<9}{'transport':<15}{'c':>3}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'cpu µs/req':>11}{'errors':>7}  ratio",
+        f"{'method':<9}{'transport':<15}{'c':>3}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'cpu µs/req':>11}{'errors':>7}  ratio",
     ]
     for r in rows:
         insert, select = ceilings[r.clients]
         ratio = ""
         if r.method == "Create":
-            ratio = f"{r.result.rps / insert:.2f} × db insert ({insert:.0f}/s)"
+            ratio = f"{r.result.rps / insert:.2f} x db insert ({insert:.0f}/s)"
         elif r.method in ("GetValue", "Get", "List") and echo.get((r.transport, r.clients)):
-            ratio = f"{r.result.rps / echo[(r.transport, r.clients)]:.2f} × echo"
+            ratio = f"{r.result.rps / echo[(r.transport, r.clients)]:.2f} x echo"
             if r.method == "Get":
-                ratio += f", {r.result.rps / select:.2f} × db select"
+                ratio += f", {r.result.rps / select:.2f} x db select"
         lines.append(
             f"{r.method:<9}{r.transport:<15}{r.clients:>3}{r.result.rps:>9.0f}{r.result.p50_ms:>8.2f}"
             f"{r.result.p99_ms:>8.2f}{r.cpu_us:>11.0f}{r.result.errors:>7}  {ratio}"
         )
     lines.append("")
     for clients, (insert, select) in sorted(ceilings.items()):
-        lines.append(f"database ceiling c={clients}: INSERT … RETURNING {insert:.0f}/s, PK SELECT {select:.0f}/s")
+        lines.append(
+            f"database ceiling c={clients}: INSERT … RETURNING {insert:.0f}/s, PK SELECT {select:.0f}/s"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--smoke", action="store_true", help="a short run that prints every row")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -315,25 +359,35 @@ def main() -> None:
                 for transport in TRANSPORTS:
                     for clients in concurrencies:
                         rows.append(measure(svc, fixture, method, transport, clients, seconds, rounds))
-            ceilings = {c: asyncio.run(db_ceiling(fixture.dsn, c, seconds, fixture.token_id)) for c in concurrencies}
+            ceilings = {
+                c: asyncio.run(db_ceiling(fixture.dsn, c, seconds, fixture.token_id)) for c in concurrencies
+            }
             print(table(rows, ceilings), flush=True)
             print("\nopen loop at 80 % of the peak (c=16):")
             for row in rows:
-                if row.clients == 16 and not row.method == "Create" and row.result.rps > 0:
-                    open_loop = run_once(svc, fixture, row.method, row.transport, 16, seconds, rps=0.8 * row.result.rps)
-                    print(f"  {row.method:<9}{row.transport:<15}{open_loop.rps:>8.0f} req/s  p99 {open_loop.p99_ms:.2f} ms")
-            all_workers = next(r for r in rows if (r.method, r.transport, r.clients) == ("GetValue", "connect-proto", 64))
+                if row.clients == 16 and row.method != "Create" and row.result.rps > 0:
+                    open_loop = run_once(
+                        svc, fixture, row.method, row.transport, 16, seconds, rps=0.8 * row.result.rps
+                    )
+                    print(
+                        f"  {row.method:<9}{row.transport:<15}{open_loop.rps:>8.0f} req/s"
+                        f"  p99 {open_loop.p99_ms:.2f} ms"
+                    )
+            all_workers = next(
+                r for r in rows if (r.method, r.transport, r.clients) == ("GetValue", "connect-proto", 64)
+            )
         if args.workers > 1:
             with service(fixture, keyring, 1, folder) as one:
                 single = measure(one, fixture, "GetValue", "connect-proto", 64, seconds, rounds)
             print(
                 f"\nscaling, GetValue over Connect proto at c=64: 1 worker {single.result.rps:.0f}/s, "
-                f"{args.workers} workers {all_workers.result.rps:.0f}/s = {all_workers.result.rps / max(single.result.rps, 1):.2f}x"
+                f"{args.workers} workers {all_workers.result.rps:.0f}/s = "
+                f"{all_workers.result.rps / max(single.result.rps, 1):.2f}x"
             )
-        json.dump([r.__dict__ | {"result": r.result.__dict__} for r in rows], (folder / "rows.json").open("w"))
     finally:
         if pg is not None:
             pg.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str], *, dev: bool = False) -> Settings:
         http_server = env.get("HOSTAUTH_HTTP_SERVER", "granian")
         if http_server not in ("hypercorn", "uvicorn", "granian"):
-            raise ConfigError(f"HOSTAUTH_HTTP_SERVER must be hypercorn, granian or uvicorn, got {http_server!r}")
+            raise ConfigError(
+                f"HOSTAUTH_HTTP_SERVER must be hypercorn, granian or uvicorn, got {http_server!r}"
+            )
         settings = cls(
             http_addr=Address.parse(
                 env.get("HOSTAUTH_HTTP_ADDR", "127.0.0.1:8080"), setting="HOSTAUTH_HTTP_ADDR"

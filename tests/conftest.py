@@ -16,6 +16,7 @@ import pytest
 
 from gitpod.v1 import identity_pb2
 from server.app import Running, serve
+from server.auth.api_key_cache import CachedApiKeys
 from server.auth.api_keys import hash_api_key, new_api_key
 from server.auth.authenticator import Authenticator
 from server.auth.caller import Call, Caller
@@ -147,8 +148,11 @@ async def running(
         grpc_addr=Address("127.0.0.1", 0),
         database_url=database_dsn,
     )
-    async with serve(core, Authenticator(api_keys, jwt), settings) as running:
+    cached_keys = CachedApiKeys(api_keys)  # as the server runs it: revocations must still bite
+    await cached_keys.start()
+    async with serve(core, Authenticator(cached_keys, jwt), settings) as running:
         yield running
+    await cached_keys.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
 
+from gitpod.v1 import identity_pb2
+from server.auth.api_key_cache import CachedApiKeys
+from server.auth.api_keys import hash_api_key, new_api_key
+from server.store import ApiKeyRow, ApiKeyStore
 from tests.cli import run_cli
 from tests.lifecycle import create, get_value, list_page
 from tests.requests import create_request
@@ -78,3 +83,31 @@ async def test_unknown_principal_is_refused(database_dsn: str) -> None:
     )
     assert result.returncode == 2
     assert "unknown principal 'admin'" in result.stderr
+
+
+class CountingStore(ApiKeyStore):
+    lookups = 0
+
+    async def find_active(self, key_hash: bytes) -> ApiKeyRow | None:
+        self.lookups += 1
+        return await super().find_active(key_hash)
+
+
+async def test_keys_are_cached_until_a_revocation_is_notified(pool: asyncpg.Pool) -> None:
+    store = CountingStore(pool)
+    cache = CachedApiKeys(store)
+    await cache.start()
+    try:
+        key = remember(new_api_key())
+        key_id = await store.create(hash_api_key(key), identity_pb2.PRINCIPAL_RUNNER, uuid4())
+        for _ in range(3):
+            assert (await cache.find_active(hash_api_key(key))) is not None
+        assert store.lookups == 1  # served from memory after the first
+        assert await ApiKeyStore(pool).revoke(key_id)  # as the CLI does, from anywhere
+        for _ in range(50):  # the notification arrives within moments
+            if await cache.find_active(hash_api_key(key)) is None:
+                break
+            await asyncio.sleep(0.02)
+        assert await cache.find_active(hash_api_key(key)) is None
+    finally:
+        await cache.close()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from typing import Protocol
 
 from server.auth.api_keys import hash_api_key, looks_like_api_key
 from server.auth.caller import Call, Caller
 from server.auth.jwt_verifier import JwtVerifier
 from server.errors import Unauthenticated
-from server.store.api_keys import ApiKeyStore
+from server.store.api_keys import ApiKeyRow
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +25,14 @@ def request_id_from(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
+class ApiKeyLookup(Protocol):
+    async def find_active(self, key_hash: bytes) -> ApiKeyRow | None: ...
+
+
 class Authenticator:
     __slots__ = ("_api_keys", "_jwt")
 
-    def __init__(self, api_keys: ApiKeyStore, jwt: JwtVerifier | None) -> None:
+    def __init__(self, api_keys: ApiKeyLookup, jwt: JwtVerifier | None) -> None:
         self._api_keys = api_keys
         self._jwt = jwt
 

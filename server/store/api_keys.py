@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID, uuid4
@@ -20,6 +21,7 @@ class ApiKeyRow:
     revoked_at: datetime | None
 
 
+REVOCATIONS = "hostauth_api_key_revoked"
 _COLUMNS = "id, principal, subject_id, grants, description, created_at, revoked_at"
 
 
@@ -74,11 +76,37 @@ class ApiKeyStore:
         return found
 
     async def revoke(self, key_id: UUID) -> bool:
-        async with self._pool.acquire() as conn:
+        """Revoke a key and tell every server (NOTIFY, sent on commit) to
+        forget what it cached."""
+        async with self._pool.acquire() as conn, conn.transaction():
             status: str = await conn.execute(
                 "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id
             )
+            await conn.execute("SELECT pg_notify($1, $2)", REVOCATIONS, str(key_id))
         return status == "UPDATE 1"
+
+    async def watch_revocations(
+        self, on_revoke: Callable[[], None], on_lost: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]]:
+        """Call on_revoke for every revocation, on_lost if the watch breaks.
+        Holds one pooled connection; returns the coroutine that stops it."""
+        conn = await self._pool.acquire()
+
+        def notified(*_: object) -> None:
+            on_revoke()
+
+        def terminated(*_: object) -> None:
+            on_lost()
+
+        await conn.add_listener(REVOCATIONS, notified)
+        conn.add_termination_listener(terminated)
+
+        async def stop() -> None:
+            conn.remove_termination_listener(terminated)
+            await conn.remove_listener(REVOCATIONS, notified)
+            await self._pool.release(conn)
+
+        return stop
 
     async def list(self) -> list[ApiKeyRow]:
         async with self._pool.acquire() as conn:

@@ -14,43 +14,39 @@ import socket
 from typing import Any
 
 
-async def serve_asgi(kind: str, app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
-    """Serve `app` on an already bound socket until `stop` is set.
+async def _granian(app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server.embed import Server
 
-    The socket is handed over: it is closed when serving ends.
-    """
-    if kind == "uvicorn":
-        import uvicorn
+    host, port = sock.getsockname()[:2]
+    sock.close()  # granian binds the port itself (SO_REUSEPORT on Linux)
+    server = Server(
+        app, address=host, port=port, interface=Interfaces.ASGINL, http=HTTPModes.auto, log_enabled=False
+    )
+    serving = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.stop()  # type: ignore[no-untyped-call]
+    await serving
 
-        server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
 
-        async def _stop() -> None:
-            await stop.wait()
-            server.should_exit = True
+async def _uvicorn(app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
+    import uvicorn
 
-        stopper = asyncio.create_task(_stop())
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            stopper.cancel()
-            sock.close()
-        return
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
 
-    if kind == "granian":
-        from granian.constants import HTTPModes, Interfaces
-        from granian.server.embed import Server
-
-        host, port = sock.getsockname()[:2]
-        sock.close()  # granian binds the port itself (SO_REUSEPORT on Linux)
-        server = Server(
-            app, address=host, port=port, interface=Interfaces.ASGINL, http=HTTPModes.auto, log_enabled=False
-        )
-        serving = asyncio.create_task(server.serve())
+    async def _stop() -> None:
         await stop.wait()
-        server.stop()
-        await serving
-        return
+        server.should_exit = True
 
+    stopper = asyncio.create_task(_stop())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        stopper.cancel()
+        sock.close()
+
+
+async def _hypercorn(app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -62,3 +58,14 @@ async def serve_asgi(kind: str, app: Any, sock: socket.socket, stop: asyncio.Eve
     config.loglevel = "WARNING"
     config.graceful_timeout = 2
     await serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
+
+
+SERVERS = {"granian": _granian, "uvicorn": _uvicorn, "hypercorn": _hypercorn}
+
+
+async def serve_asgi(kind: str, app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
+    """Serve `app` on an already bound socket until `stop` is set.
+
+    The socket is handed over: it is closed when serving ends.
+    """
+    await SERVERS[kind](app, sock, stop)

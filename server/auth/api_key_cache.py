@@ -1,0 +1,56 @@
+"""API keys looked up once, then served from memory until revoked.
+
+Every revocation NOTIFYs the servers, which drop the whole cache; entries
+also expire after `ttl_s`, and nothing is cached while the watch is down, so
+a revoked key stops working at once (within a notification's delay).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from server.store.api_keys import ApiKeyRow, ApiKeyStore
+
+log = logging.getLogger(__name__)
+
+
+class CachedApiKeys:
+    __slots__ = ("_cache", "_max", "_stop", "_store", "_ttl_s", "_watching")
+
+    def __init__(self, store: ApiKeyStore, *, ttl_s: float = 30.0, max_entries: int = 10_000) -> None:
+        self._store = store
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._cache: dict[bytes, tuple[ApiKeyRow, float]] = {}
+        self._watching = False
+        self._stop: Callable[[], Awaitable[None]] | None = None
+
+    async def start(self) -> None:
+        self._stop = await self._store.watch_revocations(self._cache.clear, self._lost)
+        self._watching = True
+
+    async def close(self) -> None:
+        self._watching = False
+        self._cache.clear()
+        if self._stop is not None:
+            await self._stop()
+            self._stop = None
+
+    def _lost(self) -> None:
+        log.warning("lost the API key revocation watch; API keys are no longer cached")
+        self._watching = False
+        self._cache.clear()
+
+    async def find_active(self, key_hash: bytes) -> ApiKeyRow | None:
+        hit = self._cache.get(key_hash)
+        now = time.monotonic()
+        if hit is not None and self._watching and now < hit[1]:
+            return hit[0]
+        row = await self._store.find_active(key_hash)
+        if row is not None and self._watching:
+            if len(self._cache) >= self._max:
+                self._cache.clear()
+            self._cache[key_hash] = (row, now + self._ttl_s)
+        return row
