@@ -228,23 +228,25 @@ class HostAuthService:
             raise PermissionDenied(
                 "a user may only create its own tokens, a runner only tokens with its own runner_id"
             )
-        async with self._store.session() as db, db.transaction():
+        async with self._store.session() as db:
             for _ in range(_UPSERT_ATTEMPTS):
                 # Most Creates are new: try the insert first, and on a
                 # conflict re-seal under the existing id (the ciphertexts are
-                # bound to the id) and replace that row in place.
-                if await db.insert(record, await self._seal(record.id, req.token, req.refresh_token)):
+                # bound to the id) and replace that row in place. Each write
+                # carries its audit row in the same statement.
+                sealed = await self._seal(record.id, req.token, req.refresh_token)
+                if await db.insert(record, sealed, self._event(call, Action.CREATE, record.id, "ok")):
                     break
                 existing = await db.find_id(record.runner_id, record.subject_id, record.host)
                 if existing is None:
                     continue  # deleted in between: insert again
                 record = dataclasses.replace(record, id=existing)
-                if await db.replace(record, await self._seal(existing, req.token, req.refresh_token)):
+                sealed = await self._seal(existing, req.token, req.refresh_token)
+                if await db.replace(record, sealed, self._event(call, Action.CREATE, existing, "ok")):
                     break
                 record = dataclasses.replace(record, id=uuid4())
             else:
                 raise Aborted("the token was changed concurrently too often; retry the request")
-            await db.audit(self._event(call, Action.CREATE, record.id, "ok"))
         return pb.CreateHostAuthenticationTokenResponse(token=to_message(record))
 
     async def get_host_authentication_token(
@@ -329,10 +331,12 @@ class HostAuthService:
             # An empty list leaves the scopes as they are (see the proto).
             scopes=tuple(req.scopes) if req.scopes else KEEP,
         )
-        async with self._store.session() as db, db.transaction():
-            if not await db.update(token_id, changes, runner_id=scope.runner_id, subject_id=scope.subject_id):
+        async with self._store.session() as db:
+            event = self._event(call, Action.UPDATE, token_id, "ok")
+            if not await db.update(
+                token_id, changes, runner_id=scope.runner_id, subject_id=scope.subject_id, audit=event
+            ):
                 raise not_found(token_id)
-            await db.audit(self._event(call, Action.UPDATE, token_id, "ok"))
         return pb.UpdateHostAuthenticationTokenResponse()
 
     async def delete_host_authentication_token(
@@ -347,10 +351,12 @@ class HostAuthService:
         token_id = parse_id(req.id)
         if not may(call.caller, Action.DELETE):
             await self._refuse_or_hide(call, Action.DELETE, token_id, scope)
-        async with self._store.session() as db, db.transaction():
-            if not await db.delete(token_id, runner_id=scope.runner_id, subject_id=scope.subject_id):
+        async with self._store.session() as db:
+            event = self._event(call, Action.DELETE, token_id, "ok")
+            if not await db.delete(
+                token_id, runner_id=scope.runner_id, subject_id=scope.subject_id, audit=event
+            ):
                 raise not_found(token_id)
-            await db.audit(self._event(call, Action.DELETE, token_id, "ok"))
         self._sealer.forget(str(token_id))
         return pb.DeleteHostAuthenticationTokenResponse()
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Final, NewType
 from uuid import UUID
 
 import asyncpg
-from asyncpg.transaction import Transaction
 
 from server.store.audit import AuditEvent, insert_audit
 
@@ -115,6 +114,7 @@ SET subject_principal = $4, source = $6, expires_at = $7, integration_id = $8,
     token_kek_id = $12, refresh_token_kek_id = $13,
     generation = generation + 1, updated_at = now()
 WHERE id = $1 AND runner_id = $2 AND subject_id IS NOT DISTINCT FROM $3 AND host = $5
+RETURNING id
 """
 
 _FIND_ID = """
@@ -142,12 +142,43 @@ UPDATE host_authentication_tokens SET
     generation = generation + 1,
     updated_at = now()
 WHERE id = $1 AND ($12::uuid IS NULL OR runner_id = $12) AND ($13::uuid IS NULL OR subject_id = $13)
+RETURNING id
 """
 
 _DELETE = """
 DELETE FROM host_authentication_tokens
 WHERE id = $1 AND ($2::uuid IS NULL OR runner_id = $2) AND ($3::uuid IS NULL OR subject_id = $3)
+RETURNING id
 """
+
+
+def _audited(statement: str, params: int) -> str:
+    """The write and its audit row in one statement: atomic, and one round trip
+    instead of BEGIN, write, audit, COMMIT. Counts the rows written."""
+    p = [f"${params + i}" for i in range(1, 7)]
+    return f"""
+WITH w AS ({statement}),
+a AS (INSERT INTO audit_events (request_id, method, token_id, principal, subject_id, credential_id, outcome)
+      SELECT {p[0]}, {p[1]}, w.id, {p[2]}::smallint, {p[3]}::uuid, {p[4]}, {p[5]} FROM w)
+SELECT count(*) FROM w
+"""
+
+
+def _audit_args(event: AuditEvent) -> tuple[object, ...]:
+    return (
+        event.request_id,
+        event.method,
+        event.principal,
+        event.subject_id,
+        event.credential_id,
+        event.outcome,
+    )
+
+
+_INSERT_AUDITED = _audited(_INSERT, 13)
+_REPLACE_AUDITED = _audited(_REPLACE, 13)
+_UPDATE_AUDITED = _audited(_UPDATE, 13)
+_DELETE_AUDITED = _audited(_DELETE, 3)
 
 
 def _args(record: TokenRecord, secrets: SealedSecrets) -> tuple[object, ...]:
@@ -212,14 +243,21 @@ class TokenSession:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def insert(self, record: TokenRecord, secrets: SealedSecrets) -> bool:
-        """Insert a new token; False when its (runner, subject, host) exists."""
-        return await self._conn.fetchval(_INSERT, *_args(record, secrets)) is not None
+    async def insert(self, record: TokenRecord, secrets: SealedSecrets, audit: AuditEvent) -> bool:
+        """Insert a new token and its audit row; False (and neither) when its
+        (runner, subject, host) exists."""
+        written: int = await self._conn.fetchval(
+            _INSERT_AUDITED, *_args(record, secrets), *_audit_args(audit)
+        )
+        return written == 1
 
-    async def replace(self, record: TokenRecord, secrets: SealedSecrets) -> bool:
-        """Overwrite the token with this id and triple; False when there is none."""
-        status: str = await self._conn.execute(_REPLACE, *_args(record, secrets))
-        return status == "UPDATE 1"
+    async def replace(self, record: TokenRecord, secrets: SealedSecrets, audit: AuditEvent) -> bool:
+        """Overwrite the token with this id and triple, with its audit row;
+        False when there is none."""
+        written: int = await self._conn.fetchval(
+            _REPLACE_AUDITED, *_args(record, secrets), *_audit_args(audit)
+        )
+        return written == 1
 
     async def find_id(self, runner_id: UUID, subject_id: UUID | None, host: str) -> UUID | None:
         found: UUID | None = await self._conn.fetchval(_FIND_ID, runner_id, subject_id, host)
@@ -244,14 +282,17 @@ class TokenSession:
         rows = await self._conn.fetch(sql, *params)
         return [(_record(row), (row["created_at"], row["id"])) for row in rows]
 
-    def transaction(self) -> Transaction:
-        return self._conn.transaction()
-
     async def audit(self, event: AuditEvent) -> None:
         await insert_audit(self._conn, event)
 
     async def update(
-        self, token_id: UUID, changes: TokenChanges, *, runner_id: UUID | None, subject_id: UUID | None
+        self,
+        token_id: UUID,
+        changes: TokenChanges,
+        *,
+        runner_id: UUID | None,
+        subject_id: UUID | None,
+        audit: AuditEvent,
     ) -> bool:
         """Apply the changes; False when there is no such token with the given
         runner and subject ids (None: any)."""
@@ -268,12 +309,19 @@ class TokenSession:
                 args += [False, None]
             else:
                 args += [True, list(value) if isinstance(value, tuple) else value]
-        status: str = await self._conn.execute(_UPDATE, *args, runner_id, subject_id)
-        return status == "UPDATE 1"
+        written: int = await self._conn.fetchval(
+            _UPDATE_AUDITED, *args, runner_id, subject_id, *_audit_args(audit)
+        )
+        return written == 1
 
-    async def delete(self, token_id: UUID, *, runner_id: UUID | None, subject_id: UUID | None) -> bool:
-        status: str = await self._conn.execute(_DELETE, token_id, runner_id, subject_id)
-        return status == "DELETE 1"
+    async def delete(
+        self, token_id: UUID, *, runner_id: UUID | None, subject_id: UUID | None, audit: AuditEvent
+    ) -> bool:
+        """Delete the token (with its audit row); False when there is none."""
+        written: int = await self._conn.fetchval(
+            _DELETE_AUDITED, token_id, runner_id, subject_id, *_audit_args(audit)
+        )
+        return written == 1
 
 
 class TokenStore:
