@@ -64,7 +64,7 @@ class Fixture:
     runner_id: str
 
 
-async def setup(admin_dsn: str, keyring: str) -> Fixture:
+async def setup(admin_dsn: str) -> Fixture:
     dsn = await create_database(admin_dsn)
     pool = await connect_pool(dsn)
     try:
@@ -350,7 +350,7 @@ def main() -> None:
         pg = EmbeddedPostgres(folder / "pgdata", fsync=True)  # durable commits, like production
         admin = pg.start()
     try:
-        fixture = asyncio.run(setup(admin, keyring))
+        fixture = asyncio.run(setup(admin))
         print(f"hostauth bench: {args.workers} worker(s), {seconds}s x {rounds} round(s) per row", flush=True)
         rows: list[Row] = []
         with service(fixture, keyring, args.workers, folder) as svc:

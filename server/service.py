@@ -118,8 +118,8 @@ class HostAuthService:
     """RunnerConfigurationService, independent of any wire.
 
     Every method takes the request and the Call (who, request id). Writes and
-    secret reads leave an audit row: a write's in its own transaction, a
-    GetValue's before any secret is returned.
+    secret reads leave an audit row: a write's in the same statement as the
+    write, a GetValue's before any secret is returned.
     """
 
     __slots__ = ("_cursors", "_sealer", "_store")
@@ -176,7 +176,7 @@ class HostAuthService:
 
     async def _audited(self, call: Call, action: Action, token_id: UUID | None, work: Awaitable[T]) -> T:
         """Run a write or secret read; a refusal of it is recorded too (its
-        success records itself, inside its own transaction)."""
+        success records itself, in the statement that writes)."""
         try:
             return await work
         except Exception as exc:
