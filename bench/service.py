@@ -172,8 +172,10 @@ def create_lua(key: str, encoding: str) -> str:
         )
     return f"""
 local n = 0
-local tid = 0
-function setup(thread) tid = tid + 1; thread:set("tid", tid) end
+local started = 0
+-- thread:set makes `tid` a global of each thread's own Lua state; a local of
+-- the same name here would shadow it, and both threads would send one host.
+function setup(thread) started = started + 1; thread:set("tid", started) end
 local function f(field, value) return string.char(field * 8 + 2, #value) .. value end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/{encoding}"
@@ -181,7 +183,7 @@ wrk.headers["Connect-Protocol-Version"] = "1"
 wrk.headers["Authorization"] = "Bearer {key}"
 request = function()
   n = n + 1
-  local host_n = (tid or 0) .. "-" .. n
+  local host_n = tid .. "-" .. n
   return wrk.format(nil, "/{SERVICE}/CreateHostAuthenticationToken", nil, {body})
 end
 """
