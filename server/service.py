@@ -34,6 +34,7 @@ from server.store import (
     AuditEvent,
     Ciphertext,
     ListQuery,
+    NewToken,
     Sealed,
     SealedSecrets,
     TokenChanges,
@@ -164,8 +165,7 @@ class HostAuthService:
         refusal stands."""
         outcome = exc.code.value if isinstance(exc, ServiceError) else "internal"
         try:
-            async with self._store.session() as db:
-                await db.audit(self._event(call, action, token_id, outcome))
+            await self._store.audit(self._event(call, action, token_id, outcome))
         except Exception as audit_exc:  # noqa: BLE001 # the caller gets the first error
             log.error(
                 "request %s: audit of refused %s failed: %s",
@@ -228,15 +228,16 @@ class HostAuthService:
             raise PermissionDenied(
                 "a user may only create its own tokens, a runner only tokens with its own runner_id"
             )
-        async with self._store.session() as db:
-            for _ in range(_UPSERT_ATTEMPTS):
-                # Most Creates are new: try the insert first, and on a
-                # conflict re-seal under the existing id (the ciphertexts are
-                # bound to the id) and replace that row in place. Each write
-                # carries its audit row in the same statement.
-                sealed = await self._seal(record.id, req.token, req.refresh_token)
-                if await db.insert(record, sealed, self._event(call, Action.CREATE, record.id, "ok")):
-                    break
+        for _ in range(_UPSERT_ATTEMPTS):
+            # Most Creates are new: try the insert first (concurrent ones share
+            # a statement), and on a conflict re-seal under the existing id
+            # (the ciphertexts are bound to the id) and replace that row in
+            # place. Each write carries its audit row in the same statement.
+            sealed = await self._seal(record.id, req.token, req.refresh_token)
+            event = self._event(call, Action.CREATE, record.id, "ok")
+            if await self._store.insert(NewToken(record, sealed, event)):
+                break
+            async with self._store.session() as db:
                 existing = await db.find_id(record.runner_id, record.subject_id, record.host)
                 if existing is None:
                     continue  # deleted in between: insert again
@@ -244,9 +245,9 @@ class HostAuthService:
                 sealed = await self._seal(existing, req.token, req.refresh_token)
                 if await db.replace(record, sealed, self._event(call, Action.CREATE, existing, "ok")):
                     break
-                record = dataclasses.replace(record, id=uuid4())
-            else:
-                raise Aborted("the token was changed concurrently too often; retry the request")
+            record = dataclasses.replace(record, id=uuid4())
+        else:
+            raise Aborted("the token was changed concurrently too often; retry the request")
         return pb.CreateHostAuthenticationTokenResponse(token=to_message(record))
 
     async def get_host_authentication_token(
@@ -374,26 +375,27 @@ class HostAuthService:
         token_id = parse_id(req.id)
         async with self._store.session() as db:
             found = await db.get_with_secrets(token_id)
-            if found is None or not scope.sees(found[0]):
-                raise not_found(token_id)
-            self._require(call, Action.GET_VALUE)
-            record, sealed = found
-            try:
-                token = await self._open(token_id, FIELD_TOKEN, sealed.token)
-                refresh_token = ""
-                if sealed.refresh_token is not None:
-                    refresh_token = await self._open(token_id, FIELD_REFRESH_TOKEN, sealed.refresh_token)
-            except DecryptionError as exc:
-                log.error("request %s: %s", call.request_id, exc)  # names id and field, never a secret
-                raise DataLoss(
-                    f"the stored secrets of host authentication token {token_id} cannot be decrypted"
-                ) from None
-            # No record, no secret: the read is on the audit trail before it leaves.
-            try:
-                await db.audit(self._event(call, Action.GET_VALUE, token_id, "ok"))
-            except Exception as exc:  # noqa: BLE001 # whatever failed, no secret leaves
-                log.error("request %s: audit of GetValue failed: %s", call.request_id, type(exc).__name__)
-                raise Internal("the read could not be recorded, so no secret is returned") from None
+        if found is None or not scope.sees(found[0]):
+            raise not_found(token_id)
+        self._require(call, Action.GET_VALUE)
+        record, sealed = found
+        try:
+            token = await self._open(token_id, FIELD_TOKEN, sealed.token)
+            refresh_token = ""
+            if sealed.refresh_token is not None:
+                refresh_token = await self._open(token_id, FIELD_REFRESH_TOKEN, sealed.refresh_token)
+        except DecryptionError as exc:
+            log.error("request %s: %s", call.request_id, exc)  # names id and field, never a secret
+            raise DataLoss(
+                f"the stored secrets of host authentication token {token_id} cannot be decrypted"
+            ) from None
+        # No record, no secret: the read is on the audit trail (committed)
+        # before it leaves. Concurrent reads share the audit statement.
+        try:
+            await self._store.audit(self._event(call, Action.GET_VALUE, token_id, "ok"))
+        except Exception as exc:  # noqa: BLE001 # whatever failed, no secret leaves
+            log.error("request %s: audit of GetValue failed: %s", call.request_id, type(exc).__name__)
+            raise Internal("the read could not be recorded, so no secret is returned") from None
         response = pb.GetHostAuthenticationTokenValueResponse(
             id=str(token_id), token=token, refresh_token=refresh_token
         )

@@ -3,6 +3,7 @@ secret, never a credential."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -44,6 +45,29 @@ async def insert_audit(conn: Connection, event: AuditEvent) -> None:
         event.credential_id,
         event.outcome,
     )
+
+
+_INSERT_MANY = """
+INSERT INTO audit_events (request_id, method, token_id, principal, subject_id, credential_id, outcome)
+SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::smallint[], $5::uuid[], $6::text[], $7::text[])
+"""
+
+
+async def insert_audits(conn: Connection, events: Sequence[AuditEvent]) -> None:
+    """Many audit rows in one statement (and one commit)."""
+    if len(events) == 1:
+        return await insert_audit(conn, events[0])
+    await conn.execute(
+        _INSERT_MANY,
+        [e.request_id for e in events],
+        [e.method for e in events],
+        [e.token_id for e in events],
+        [e.principal for e in events],
+        [e.subject_id for e in events],
+        [e.credential_id for e in events],
+        [e.outcome for e in events],
+    )
+    return None
 
 
 async def list_audit(

@@ -7,7 +7,8 @@ which only server/crypto produces. It never sees a plaintext secret.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,8 @@ from uuid import UUID
 
 import asyncpg
 
-from server.store.audit import AuditEvent, insert_audit
+from server.store.audit import AuditEvent, insert_audit, insert_audits
+from server.store.coalesce import Coalescer
 
 if TYPE_CHECKING:
     from server.store.connection import Connection
@@ -176,6 +178,39 @@ def _audit_args(event: AuditEvent) -> tuple[object, ...]:
 
 
 _INSERT_AUDITED = _audited(_INSERT, 13)
+
+# Many Creates in one statement (one round trip, one commit): the rows come in
+# as parallel arrays, the scopes of each as a JSON array (text[] cannot nest).
+# Answers the ids inserted; a row whose triple exists is skipped, audit and all.
+_INSERT_MANY_AUDITED = """
+WITH input AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[], $6::smallint[],
+        $7::timestamptz[], $8::uuid[], $9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::text[],
+        $14::text[], $15::text[], $16::smallint[], $17::uuid[], $18::text[], $19::text[]
+    ) AS t(id, runner_id, subject_id, subject_principal, host, source, expires_at, integration_id,
+           scopes, token_ciphertext, refresh_token_ciphertext, token_kek_id, refresh_token_kek_id,
+           request_id, method, principal, actor_id, credential_id, outcome)
+),
+w AS (
+    INSERT INTO host_authentication_tokens
+        (id, runner_id, subject_id, subject_principal, host, source, expires_at,
+         integration_id, scopes, token_ciphertext, refresh_token_ciphertext,
+         token_kek_id, refresh_token_kek_id)
+    SELECT id, runner_id, subject_id, subject_principal, host, source, expires_at, integration_id,
+           ARRAY(SELECT jsonb_array_elements_text(scopes::jsonb)), token_ciphertext,
+           refresh_token_ciphertext, token_kek_id, refresh_token_kek_id
+    FROM input
+    ON CONFLICT ON CONSTRAINT host_authentication_tokens_triple DO NOTHING
+    RETURNING id
+),
+a AS (
+    INSERT INTO audit_events (request_id, method, token_id, principal, subject_id, credential_id, outcome)
+    SELECT i.request_id, i.method, w.id, i.principal, i.actor_id, i.credential_id, i.outcome
+    FROM w JOIN input i ON i.id = w.id
+)
+SELECT id FROM w
+"""
 _REPLACE_AUDITED = _audited(_REPLACE, 13)
 _UPDATE_AUDITED = _audited(_UPDATE, 13)
 _DELETE_AUDITED = _audited(_DELETE, 3)
@@ -213,6 +248,21 @@ def _record(row: asyncpg.Record) -> TokenRecord:
     )
 
 
+async def _insert_alone(conn: Connection, row: NewToken) -> bool | BaseException:
+    try:
+        return await TokenSession(conn).insert(row.record, row.secrets, row.audit)
+    except asyncpg.PostgresError as exc:
+        return exc
+
+
+async def _audit_alone(conn: Connection, event: AuditEvent) -> BaseException | None:
+    try:
+        await insert_audit(conn, event)
+    except asyncpg.PostgresError as exc:
+        return exc
+    return None
+
+
 def _list_statement(query: ListQuery) -> tuple[str, list[object]]:
     # Only fixed fragments are joined: the filters present pick the index.
     params: list[object] = []
@@ -233,6 +283,31 @@ def _list_statement(query: ListQuery) -> tuple[str, list[object]]:
         f"WHERE {' AND '.join(where) or 'TRUE'} ORDER BY created_at, id LIMIT {param(query.limit)}"
     )
     return sql, params
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    """One Create's row and its audit row."""
+
+    record: TokenRecord
+    secrets: SealedSecrets
+    audit: AuditEvent
+
+    def __repr__(self) -> str:
+        return f"NewToken(id={self.record.id})"
+
+
+def _insert_many_args(rows: Sequence[NewToken]) -> list[list[object]]:
+    columns: list[list[object]] = [[] for _ in range(19)]
+    for row in rows:
+        values = (
+            *_args(row.record, row.secrets),
+            *_audit_args(row.audit),
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    columns[8] = [json.dumps(row.record.scopes) for row in rows]
+    return columns
 
 
 class TokenSession:
@@ -282,9 +357,6 @@ class TokenSession:
         rows = await self._conn.fetch(sql, *params)
         return [(_record(row), (row["created_at"], row["id"])) for row in rows]
 
-    async def audit(self, event: AuditEvent) -> None:
-        await insert_audit(self._conn, event)
-
     async def update(
         self,
         token_id: UUID,
@@ -325,10 +397,43 @@ class TokenSession:
 
 
 class TokenStore:
-    __slots__ = ("_pool",)
+    __slots__ = ("_audits", "_inserts", "_pool")
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._inserts: Coalescer[NewToken, bool] = Coalescer(self._insert_many)
+        self._audits: Coalescer[AuditEvent, None] = Coalescer(self._audit_many)
+
+    async def audit(self, event: AuditEvent) -> None:
+        """Write an audit row (committed when this returns). Concurrent ones
+        share a statement."""
+        await self._audits.submit(event)
+
+    async def _audit_many(self, events: Sequence[AuditEvent]) -> list[BaseException | None]:
+        async with self._pool.acquire() as conn:
+            try:
+                await insert_audits(conn, events)
+            except asyncpg.PostgresError:
+                if len(events) == 1:
+                    raise
+                return [await _audit_alone(conn, event) for event in events]
+        return [None] * len(events)
+
+    async def insert(self, row: NewToken) -> bool:
+        """Insert a new token and its audit row; False (and neither) when its
+        (runner, subject, host) exists. Concurrent inserts share a statement."""
+        return await self._inserts.submit(row)
+
+    async def _insert_many(self, rows: Sequence[NewToken]) -> list[bool | BaseException]:
+        async with self._pool.acquire() as conn:
+            if len(rows) == 1:
+                return [await TokenSession(conn).insert(rows[0].record, rows[0].secrets, rows[0].audit)]
+            try:
+                inserted = {r["id"] for r in await conn.fetch(_INSERT_MANY_AUDITED, *_insert_many_args(rows))}
+            except asyncpg.PostgresError:
+                # One bad row fails the statement: alone, each fails on its own.
+                return [await _insert_alone(conn, row) for row in rows]
+        return [row.record.id in inserted for row in rows]
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[TokenSession]:
