@@ -99,7 +99,8 @@ def _principal(name: str) -> int:
     value = identity_pb2.Principal.DESCRIPTOR.values_by_name.get(full)
     if value is None or value.number == 0:
         raise argparse.ArgumentTypeError(f"unknown principal {name!r}")
-    return value.number
+    number: int = value.number
+    return number
 
 
 def _principal_name(number: int) -> str:

@@ -5,7 +5,7 @@ import warnings
 
 from gitpod.v1 import runner_configuration_pb2 as gitpod_dot_v1_dot_runner__configuration__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.78.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class RunnerConfigurationServiceStub:
+class RunnerConfigurationServiceStub(object):
     """RunnerConfigurationService keeps the credentials that development
     environments use to reach git hosts.
 
@@ -71,7 +71,7 @@ class RunnerConfigurationServiceStub:
                 _registered_method=True)
 
 
-class RunnerConfigurationServiceServicer:
+class RunnerConfigurationServiceServicer(object):
     """RunnerConfigurationService keeps the credentials that development
     environments use to reach git hosts.
 
@@ -168,7 +168,7 @@ def add_RunnerConfigurationServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class RunnerConfigurationService:
+class RunnerConfigurationService(object):
     """RunnerConfigurationService keeps the credentials that development
     environments use to reach git hosts.
 

@@ -5,7 +5,7 @@ import warnings
 
 from hostauth.bench.v1 import echo_pb2 as hostauth_dot_bench_dot_v1_dot_echo__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.78.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class EchoServiceStub:
+class EchoServiceStub(object):
     """EchoService is the framework's floor for `make bench`: a method that does
     nothing but decode, authenticate-free dispatch and encode. Served only when
     HOSTAUTH_BENCH_ECHO=1.
@@ -44,7 +44,7 @@ class EchoServiceStub:
                 _registered_method=True)
 
 
-class EchoServiceServicer:
+class EchoServiceServicer(object):
     """EchoService is the framework's floor for `make bench`: a method that does
     nothing but decode, authenticate-free dispatch and encode. Served only when
     HOSTAUTH_BENCH_ECHO=1.
@@ -73,7 +73,7 @@ def add_EchoServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class EchoService:
+class EchoService(object):
     """EchoService is the framework's floor for `make bench`: a method that does
     nothing but decode, authenticate-free dispatch and encode. Served only when
     HOSTAUTH_BENCH_ECHO=1.
