@@ -26,6 +26,7 @@ class Result:
     seconds: float
     p50_ms: float
     p99_ms: float
+    data_bytes: int = 0  # h2load: response DATA bytes received (gRPC: the messages)
 
     @property
     def rps(self) -> float:
@@ -60,12 +61,15 @@ def h2load(
     seconds: float,
     http1: bool,
     rps: float = 0,
+    warm_up: bool = True,
 ) -> Result:
     with tempfile.TemporaryDirectory() as tmp:
         data, log = Path(tmp, "body"), Path(tmp, "log")
         data.write_bytes(body)
         duration = f"{int(seconds * 1000)}ms"
-        args = ["h2load", "-c", str(clients), "-m", "1", "-D", duration, "--warm-up-time", "300ms"]
+        args = ["h2load", "-c", str(clients), "-m", "1", "-D", duration]
+        if warm_up:  # its traffic totals still count the warm-up's bytes
+            args += ["--warm-up-time", "300ms"]
         args += ["-d", str(data), "--log-file", str(log)]
         if http1:
             args.append("--h1")
@@ -92,8 +96,14 @@ def h2load(
     # and timed-out ones are real failures.
     errored = re.search(r"(\d+) errored, (\d+) timeout", out)
     errors = bad + (int(errored.group(1)) + int(errored.group(2)) if errored else 0)
+    data = re.search(r"\((\d+)\) data", out)
     return Result(
-        len(latencies), errors, seconds_taken, _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+        len(latencies),
+        errors,
+        seconds_taken,
+        _percentile(latencies, 0.5),
+        _percentile(latencies, 0.99),
+        int(data.group(1)) if data else 0,
     )
 
 
@@ -140,12 +150,19 @@ def wrk(url: str, script: str, *, clients: int, seconds: float) -> Result:
     return Result(int(total.group(1)), errors, taken, millis("50%"), millis("99%"))
 
 
-def grpc_create(target: str, credential: str, *, clients: int, seconds: float) -> Result:
+def create_load(
+    target: str,
+    transport: str,
+    credential: str,
+    runner: str,
+    *,
+    clients: int,
+    seconds: float,
+    rps: float = 0,
+) -> Result:
+    args = [target, transport, credential, runner, str(clients), str(seconds), str(rps)]
     out = subprocess.run(
-        [sys.executable, "-m", "bench.grpc_create_load", target, credential, str(clients), str(seconds)],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-m", "bench.create_load", *args], capture_output=True, text=True, check=True
     ).stdout
     doc = json.loads(out)
     lat = doc["latencies_us"]
@@ -158,4 +175,4 @@ def median_result(results: list[Result]) -> Result:
     return ranked[len(ranked) // 2]
 
 
-__all__ = ["Result", "ensure_tools", "grpc_create", "h2load", "median_result", "statistics", "wrk"]
+__all__ = ["Result", "create_load", "ensure_tools", "h2load", "median_result", "statistics", "wrk"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import re
 import shutil
@@ -32,7 +33,8 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.load_tools import Result, ensure_tools, grpc_create, h2load, median_result, wrk
+from bench.cpu import CpuMeter, CpuSplit, postmaster_pid
+from bench.load_tools import Result, create_load, ensure_tools, h2load, median_result, wrk
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.bench.v1 import echo_pb2
@@ -46,7 +48,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "gitpod.v1.RunnerConfigurationService"
 METHODS = ("Create", "GetValue", "Get", "List", "Echo")
 TRANSPORTS = ("grpc", "connect-proto", "connect-json")
-TICK_US = 1_000_000 / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -88,16 +89,6 @@ class Service:
         started = re.search(r"started \d+ worker\(s\): ([\d, ]+)", self.log.read_text())
         workers = [int(p) for p in started.group(1).split(", ")] if started else []
         return [self.proc.pid, *workers]
-
-    def cpu_ticks(self) -> int:
-        total = 0
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except FileNotFoundError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-        return total
 
 
 @contextmanager
@@ -151,10 +142,9 @@ def request_for(method: str, fixture: Fixture) -> tuple[str, object]:
     )
 
 
-def create_lua(key: str, encoding: str) -> str:
+def create_lua(key: str, encoding: str, runner: str) -> str:
     """wrk script: every Create names a new host, so every one inserts."""
     subject = str(uuid.uuid4())
-    runner = str(uuid.uuid4())
     if encoding == "json":
         body = (
             '\'{"runnerId": "'
@@ -192,29 +182,21 @@ end
 def run_once(
     svc: Service, fixture: Fixture, method: str, transport: str, clients: int, seconds: float, rps: float = 0
 ) -> Result:
-    if method == "Create" and transport == "grpc":
-        return grpc_create(f"127.0.0.1:{svc.grpc}", fixture.key, clients=clients, seconds=seconds)
     if method == "Create":
-        return wrk(
-            f"http://127.0.0.1:{svc.http}",
-            create_lua(fixture.key, transport.split("-")[1]),
-            clients=clients,
-            seconds=seconds,
-        )
+        return create_run(svc, fixture, transport, clients, seconds, rps)
     path, message = request_for(method, fixture)
     auth = {"authorization": f"Bearer {fixture.key}"}
     if transport == "grpc":
         body = grpc_frame(message.SerializeToString())  # type: ignore[attr-defined]
         headers = {"content-type": "application/grpc", "te": "trailers", **auth}
-        return h2load(
-            f"http://127.0.0.1:{svc.grpc}/{path}",
-            body,
-            headers,
-            clients=clients,
-            seconds=seconds,
-            http1=False,
-            rps=rps,
+        url = f"http://127.0.0.1:{svc.grpc}/{path}"
+        # Warm up in a run of its own: the DATA bytes of the measured run must
+        # be its own for the success count below.
+        h2load(url, body, headers, clients=clients, seconds=0.3, http1=False, rps=rps, warm_up=False)
+        result = h2load(
+            url, body, headers, clients=clients, seconds=seconds, http1=False, rps=rps, warm_up=False
         )
+        return with_grpc_failures(result, grpc_response_bytes(svc, fixture, path, message))
     encoding = transport.split("-")[1]
     from google.protobuf import json_format
 
@@ -231,30 +213,124 @@ def run_once(
     )
 
 
+def create_run(
+    svc: Service, fixture: Fixture, transport: str, clients: int, seconds: float, rps: float
+) -> Result:
+    """Creates under a runner of their own, each a new host; the rows found
+    under that runner afterwards must cover every success."""
+    runner = str(uuid.uuid4())
+    if transport == "grpc" or rps:
+        target = f"127.0.0.1:{svc.grpc}" if transport == "grpc" else f"127.0.0.1:{svc.http}"
+        result = create_load(
+            target, transport, fixture.key, runner, clients=clients, seconds=seconds, rps=rps
+        )
+    else:
+        result = wrk(
+            f"http://127.0.0.1:{svc.http}",
+            create_lua(fixture.key, transport.split("-")[1], runner),
+            clients=clients,
+            seconds=seconds,
+        )
+    inserted = asyncio.run(count_rows(fixture.dsn, runner))
+    succeeded = result.requests - result.errors
+    if inserted < succeeded:  # a success that wrote nothing
+        result = dataclasses.replace(result, errors=result.errors + succeeded - inserted)
+    return result
+
+
+async def count_rows(dsn: str, runner: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM host_authentication_tokens WHERE runner_id = $1", uuid.UUID(runner)
+        )
+        return count
+    finally:
+        await conn.close()
+
+
+_response_bytes: dict[str, int] = {}
+
+
+def grpc_response_bytes(svc: Service, fixture: Fixture, path: str, message: object) -> int:
+    """The DATA bytes one successful response of this call carries (its
+    length-prefixed message): h2load counts any HTTP 200 as a success, and a
+    gRPC error is an HTTP 200 with no message, so the DATA bytes received
+    tell how many calls really succeeded."""
+    if path not in _response_bytes:
+        import grpc
+
+        async def probe() -> bytes:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.grpc}") as channel:
+                call = channel.unary_unary(f"/{path}")  # bytes in, bytes out
+                reply: bytes = await call(
+                    message.SerializeToString(),  # type: ignore[attr-defined]
+                    metadata=(("authorization", f"Bearer {fixture.key}"),),
+                )
+                return reply
+
+        _response_bytes[path] = 5 + len(asyncio.run(probe()))
+    return _response_bytes[path]
+
+
+def with_grpc_failures(result: Result, response_bytes: int) -> Result:
+    # Calls still in flight when the window closed may have their message in
+    # and not be counted: at most one per client errs on the lenient side.
+    succeeded = result.data_bytes // response_bytes
+    if succeeded >= result.requests:
+        return result
+    return dataclasses.replace(result, errors=result.errors + result.requests - succeeded)
+
+
 @dataclass
 class Row:
     method: str
     transport: str
     clients: int
     result: Result
-    cpu_us: float
+    cpu: CpuSplit
 
 
 def measure(
-    svc: Service, fixture: Fixture, method: str, transport: str, clients: int, seconds: float, rounds: int
+    svc: Service,
+    meter: CpuMeter,
+    fixture: Fixture,
+    method: str,
+    transport: str,
+    clients: int,
+    seconds: float,
+    rounds: int,
 ) -> Row:
-    before = svc.cpu_ticks()
+    before = meter.read()
     results = [run_once(svc, fixture, method, transport, clients, seconds) for _ in range(rounds)]
-    ticks = svc.cpu_ticks() - before
-    total = sum(r.requests for r in results)
-    return Row(method, transport, clients, median_result(results), ticks * TICK_US / max(total, 1))
+    cpu = meter.split_since(before, sum(r.requests for r in results))
+    return Row(method, transport, clients, median_result(results), cpu)
 
 
-async def db_ceiling(dsn: str, clients: int, seconds: float, select_id: str) -> tuple[float, float]:
-    """(INSERT … RETURNING per second, primary-key SELECT per second) at this concurrency."""
+@dataclass
+class Ceiling:
+    """The database alone, at one concurrency: rows or queries per second."""
+
+    bare_insert: float  # a 3-column table with only its primary key
+    token_insert: float  # a Create's row into the tokens table, all its indexes
+    select: float  # a primary-key SELECT of a token
+
+
+_TOKEN_INSERT = """
+INSERT INTO host_authentication_tokens
+    (id, runner_id, subject_id, subject_principal, host, source, scopes,
+     token_ciphertext, refresh_token_ciphertext, token_kek_id, refresh_token_kek_id)
+VALUES ($1, $2, $3, 1, 'git.example.com', 0, '{}', $4, $4, 'bench-1', 'bench-1')
+RETURNING id
+"""
+
+
+async def db_ceiling(dsn: str, clients: int, seconds: float, select_id: str) -> Ceiling:
+    """Plain asyncpg single-row statements at this concurrency, no service:
+    one connection per client, each waiting for its answer (durable commits)."""
     conns = [await asyncpg.connect(dsn) for _ in range(clients)]
     await conns[0].execute("CREATE TABLE IF NOT EXISTS bench_ceiling (id uuid PRIMARY KEY, a bytea, b bytea)")
-    payload = os.urandom(120)
+    payload = os.urandom(120)  # about a sealed secret's size
 
     async def loop(
         conn: asyncpg.Connection, work: Callable[[asyncpg.Connection], object], until: float
@@ -270,6 +346,7 @@ async def db_ceiling(dsn: str, clients: int, seconds: float, select_id: str) -> 
         lambda c: c.fetchval(
             "INSERT INTO bench_ceiling VALUES ($1, $2, $2) RETURNING id", uuid.uuid4(), payload
         ),
+        lambda c: c.fetchval(_TOKEN_INSERT, uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), payload),
         lambda c: c.fetchrow("SELECT * FROM host_authentication_tokens WHERE id = $1", uuid.UUID(select_id)),
     ):
         start = time.perf_counter()
@@ -277,7 +354,7 @@ async def db_ceiling(dsn: str, clients: int, seconds: float, select_id: str) -> 
         rates.append(sum(counts) / (time.perf_counter() - start))
     for c in conns:
         await c.close()
-    return rates[0], rates[1]
+    return Ceiling(*rates)
 
 
 def seed(svc: Service, fixture: Fixture) -> None:
@@ -304,31 +381,48 @@ def seed(svc: Service, fixture: Fixture) -> None:
     fixture.token_id = asyncio.run(go())
 
 
-def table(rows: list[Row], ceilings: dict[int, tuple[float, float]]) -> str:
+def table(rows: list[Row], ceilings: dict[int, Ceiling]) -> str:
     echo = {(r.transport, r.clients): r.result.rps for r in rows if r.method == "Echo"}
     lines = [
-        f"{'method':<9}{'transport':<15}{'c':>3}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'cpu µs/req':>11}{'errors':>7}  ratio",
+        "CPU µs per request: svc = the service, pg = PostgreSQL, load = the load tool, "
+        "idle = share of the machine left idle",
+        f"{'method':<9}{'transport':<15}{'c':>3}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
+        f"{'svc':>6}{'pg':>5}{'load':>5}{'idle':>6}  ratio",
     ]
     for r in rows:
-        insert, select = ceilings[r.clients]
+        ceiling = ceilings[r.clients]
         ratio = ""
         if r.method == "Create":
-            ratio = f"{r.result.rps / insert:.2f} x db insert ({insert:.0f}/s)"
+            ratio = (
+                f"{r.result.rps / ceiling.token_insert:.2f} x token-table insert, "
+                f"{r.result.rps / ceiling.bare_insert:.2f} x bare insert"
+            )
         elif r.method in ("GetValue", "Get", "List") and echo.get((r.transport, r.clients)):
             ratio = f"{r.result.rps / echo[(r.transport, r.clients)]:.2f} x echo"
             if r.method == "Get":
-                ratio += f", {r.result.rps / select:.2f} x db select"
+                ratio += f", {r.result.rps / ceiling.select:.2f} x db select"
+        pg = "-" if r.cpu.postgres_us is None else f"{r.cpu.postgres_us:.0f}"
         lines.append(
-            f"{r.method:<9}{r.transport:<15}{r.clients:>3}{r.result.rps:>9.0f}{r.result.p50_ms:>8.2f}"
-            f"{r.result.p99_ms:>8.2f}{r.cpu_us:>11.0f}{r.result.errors:>7}  {ratio}"
+            f"{r.method:<9}{r.transport:<15}{r.clients:>3}{r.result.rps:>8.0f}{r.result.p50_ms:>8.2f}"
+            f"{r.result.p99_ms:>8.2f}{r.result.errors:>7}{r.cpu.service_us:>6.0f}{pg:>5}"
+            f"{r.cpu.load_us:>5.0f}{r.cpu.idle_share:>6.0%}  {ratio}"
         )
     lines.append("")
-    for clients, (insert, select) in sorted(ceilings.items()):
+    for clients, c in sorted(ceilings.items()):
         lines.append(
-            f"database ceiling c={clients}: INSERT … RETURNING {insert:.0f}/s, PK SELECT {select:.0f}/s"
+            f"database ceiling c={clients}: INSERT … RETURNING into the tokens table {c.token_insert:.0f}/s, "
+            f"into a bare table {c.bare_insert:.0f}/s; PK SELECT {c.select:.0f}/s"
         )
     return "\n".join(lines)
+
+
+def cpu_line(label: str, row: Row) -> str:
+    c = row.cpu
+    pg = "PostgreSQL -" if c.postgres_us is None else f"PostgreSQL {c.postgres_us:.0f}"
+    return (
+        f"  {label}: {row.result.rps:.0f}/s; CPU µs per request: service {c.service_us:.0f}, {pg}, "
+        f"load tool {c.load_us:.0f}, other {c.other_us:.0f}; machine idle {c.idle_share:.0%}"
+    )
 
 
 def main() -> None:
@@ -355,37 +449,50 @@ def main() -> None:
         fixture = asyncio.run(setup(admin))
         print(f"hostauth bench: {args.workers} worker(s), {seconds}s x {rounds} round(s) per row", flush=True)
         rows: list[Row] = []
+        postmaster = postmaster_pid(pg.data_dir) if pg is not None else None
         with service(fixture, keyring, args.workers, folder) as svc:
+            meter = CpuMeter(svc.pids, postmaster)
             seed(svc, fixture)
             for method in METHODS:
                 for transport in TRANSPORTS:
                     for clients in concurrencies:
-                        rows.append(measure(svc, fixture, method, transport, clients, seconds, rounds))
+                        rows.append(measure(svc, meter, fixture, method, transport, clients, seconds, rounds))
             ceilings = {
                 c: asyncio.run(db_ceiling(fixture.dsn, c, seconds, fixture.token_id)) for c in concurrencies
             }
             print(table(rows, ceilings), flush=True)
             print("\nopen loop at 80 % of the peak (c=16):")
             for row in rows:
-                if row.clients == 16 and row.method != "Create" and row.result.rps > 0:
+                if row.clients == 16 and row.result.rps > 0:
                     open_loop = run_once(
                         svc, fixture, row.method, row.transport, 16, seconds, rps=0.8 * row.result.rps
                     )
                     print(
                         f"  {row.method:<9}{row.transport:<15}{open_loop.rps:>8.0f} req/s"
-                        f"  p99 {open_loop.p99_ms:.2f} ms"
+                        f"  p99 {open_loop.p99_ms:.2f} ms  errors {open_loop.errors}"
                     )
             all_workers = next(
                 r for r in rows if (r.method, r.transport, r.clients) == ("GetValue", "connect-proto", 64)
             )
         if args.workers > 1:
             with service(fixture, keyring, 1, folder) as one:
-                single = measure(one, fixture, "GetValue", "connect-proto", 64, seconds, rounds)
+                single = measure(
+                    one,
+                    CpuMeter(one.pids, postmaster),
+                    fixture,
+                    "GetValue",
+                    "connect-proto",
+                    64,
+                    seconds,
+                    rounds,
+                )
             print(
                 f"\nscaling, GetValue over Connect proto at c=64: 1 worker {single.result.rps:.0f}/s, "
                 f"{args.workers} workers {all_workers.result.rps:.0f}/s = "
                 f"{all_workers.result.rps / max(single.result.rps, 1):.2f}x"
             )
+            print(cpu_line("1 worker", single))
+            print(cpu_line(f"{args.workers} workers", all_workers))
     finally:
         if pg is not None:
             pg.stop()
