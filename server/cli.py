@@ -36,6 +36,7 @@ from server.config import ConfigError, Settings
 from server.crypto import Sealer
 from server.cursor import CursorCodec
 from server.dev_api_key import ensure_dev_api_key
+from server.heap import freeze_startup_heap
 from server.key_registry import Heartbeat, KeyAdminError, register_and_check
 from server.keys import load_keyring, load_keys
 from server.runtime import database
@@ -82,6 +83,7 @@ async def run_server(settings: Settings, dsn: str, *, worker: bool = False) -> N
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with serve(core, Authenticator(cached_keys, jwt), settings, reuse_port=worker) as running:
+            freeze_startup_heap()
             log.info("serving Connect on %s and gRPC on %s", running.http_url, running.grpc)
             await stop.wait()
             log.info("shutting down")
