@@ -17,7 +17,15 @@ async def _reset(conn: asyncpg.Connection) -> None:
 
 
 async def connect_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=_reset)
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        reset=_reset,
+        # No idle-connection timer: asyncpg would arm and cancel one on every
+        # acquire and release. Idle connections cost the server little.
+        max_inactive_connection_lifetime=0,
+    )
     async with pool.acquire() as conn:
         await migrate(conn)
     return pool
