@@ -1,10 +1,11 @@
 """The Create load for `make bench`: every request a new host under one runner,
-which the fixed body of h2load cannot do. Over gRPC (grpc.aio) or Connect
-(HTTP/1.1 keep-alive connections, proto or JSON). Closed loop (CONCURRENCY
-callers, each sending when its last answer came) or, with RPS, open loop:
-requests are due at a fixed rate and a latency counts from when a request was
-due, so a stalled server cannot hide its queue. The first 0.3 s warm up and
-are not counted. Prints one JSON line:
+which the fixed body of h2load cannot do. Over gRPC (grpcio's C-core client,
+its futures API: the cheapest Python gRPC client here) or Connect (HTTP/1.1
+keep-alive connections, proto or JSON). Closed loop (CONCURRENCY callers, each
+sending when its last answer came) or, with RPS, open loop: requests are due
+at a fixed rate, at most CONCURRENCY in flight, and a latency counts from when
+a request was due, so a stalled server cannot hide its queue. The first 0.3 s
+warm up and are not counted. Prints one JSON line:
 {"count", "errors", "seconds", "latencies_us": [...]}.
 
     python -m bench.create_load TARGET TRANSPORT CREDENTIAL RUNNER CONCURRENCY SECONDS [RPS]
@@ -15,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import json_format
@@ -27,157 +29,184 @@ from gitpod.v1 import runner_configuration_pb2 as pb
 
 WARM_UP_S = 0.3
 PATH = "/gitpod.v1.RunnerConfigurationService/CreateHostAuthenticationToken"
+_HOST = "HOST-PLACEHOLDER"
 
-Send = Callable[[bytes], Awaitable[bool]]
 
+class Bodies:
+    """Request bodies that differ only in the host, made by splicing it into a
+    template: building a message per request would cost the load tool more
+    CPU than the server spends on some calls."""
 
-class Load:
-    def __init__(self, transport: str, runner: str) -> None:
-        self.encoding = "json" if transport == "connect-json" else "proto"
-        self.runner = runner
-        self.subject = identity_pb2.Subject(id=str(uuid.uuid4()), principal=identity_pb2.PRINCIPAL_USER)
-        self.n = 0
-        self.latencies: list[int] = []
-        self.errors = 0
-
-    def body(self) -> bytes:
-        self.n += 1
+    def __init__(self, runner: str, encoding: str) -> None:
         req = pb.CreateHostAuthenticationTokenRequest(
-            runner_id=self.runner,
-            subject=self.subject,
-            host=f"git-{self.n}.example.com",
+            runner_id=runner,
+            subject=identity_pb2.Subject(id=str(uuid.uuid4()), principal=identity_pb2.PRINCIPAL_USER),
             token="gho_bench",
             refresh_token="ghr_bench",
         )
-        if self.encoding == "json":
-            return json_format.MessageToJson(req, indent=None).encode()
-        return req.SerializeToString()
-
-    def record(self, ok: bool, due_ns: int, counted_from_ns: int) -> None:
-        if due_ns < counted_from_ns:
-            return  # warm-up
-        if ok:
-            self.latencies.append((time.perf_counter_ns() - due_ns) // 1000)
+        self.encoding = encoding
+        if encoding == "json":
+            req.host = _HOST
+            self._head, self._tail = (
+                json_format.MessageToJson(req, indent=None).encode().split(_HOST.encode())
+            )
         else:
-            self.errors += 1
+            self._head, self._tail = (
+                req.SerializeToString() + b"\x1a",
+                b"",
+            )  # field 3 (host), length-delimited
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> bytes:
+        with self._lock:
+            self._n += 1
+            n = self._n
+        host = f"git-{n}.example.com".encode()
+        if self.encoding == "json":
+            return self._head + host + self._tail
+        return self._head + bytes((len(host),)) + host  # hosts here are shorter than 128 bytes
 
 
-async def grpc_sender(target: str, credential: str) -> tuple[Send, Callable[[], Awaitable[None]]]:
-    channel = grpc.aio.insecure_channel(target)
-    call = channel.unary_unary(PATH)  # bytes in, bytes out: no client-side decoding
+class Tally:
+    def __init__(self, counted_from_ns: int) -> None:
+        self.counted_from = counted_from_ns
+        self.latencies: list[int] = []
+        self.errors = 0
+        self._lock = threading.Lock()
+
+    def record(self, ok: bool, due_ns: int) -> None:
+        if due_ns < self.counted_from:
+            return  # warm-up
+        took = (time.perf_counter_ns() - due_ns) // 1000
+        with self._lock:
+            if ok:
+                self.latencies.append(took)
+            else:
+                self.errors += 1
+
+
+def schedule(start: int, end: int, rps: float) -> list[int]:
+    interval = int(1e9 / rps)
+    return list(range(start, end, interval))
+
+
+def run_grpc(
+    target: str, credential: str, bodies: Bodies, tally: Tally, clients: int, end: int, rps: float
+) -> None:
+    # A connection per client, as h2load makes: the server's workers share the
+    # port by connection, so one multiplexed connection would load one worker.
+    channels = [
+        grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(clients)
+    ]
+    calls = [channel.unary_unary(PATH) for channel in channels]  # bytes in, bytes out: no decoding
     metadata = (("authorization", f"Bearer {credential}"),)
+    slots = threading.Semaphore(clients)
+    finished = threading.Semaphore(0)
 
-    async def send(body: bytes) -> bool:
-        try:
-            await call(body, metadata=metadata)
-        except grpc.aio.AioRpcError:
-            return False
-        return True
+    def send(client: int, due: int, then: Callable[[], None]) -> None:
+        def done(future: grpc.Future) -> None:
+            tally.record(future.exception() is None, due)
+            then()
 
-    return send, channel.close
+        calls[client].future(bodies.next(), metadata=metadata).add_done_callback(done)
+
+    if rps:
+        for i, due in enumerate(schedule(tally.counted_from - int(WARM_UP_S * 1e9), end, rps)):
+            time.sleep(max(0.0, (due - time.perf_counter_ns()) / 1e9))
+            slots.acquire()
+            send(i % clients, due, slots.release)
+        for _ in range(clients):
+            slots.acquire()
+    else:
+
+        def next_call(client: int) -> None:
+            if (now := time.perf_counter_ns()) < end:
+                send(client, now, lambda: next_call(client))
+            else:
+                finished.release()
+
+        for client in range(clients):
+            next_call(client)
+        for _ in range(clients):
+            finished.acquire()
+    for channel in channels:
+        channel.close()
 
 
-async def connect_sender(
-    target: str, credential: str, encoding: str
-) -> tuple[Send, Callable[[], Awaitable[None]]]:
+async def run_connect(
+    target: str, credential: str, bodies: Bodies, tally: Tally, clients: int, end: int, rps: float
+) -> None:
     host, port = target.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
     head = (
-        f"POST {PATH} HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/{encoding}\r\n"
+        f"POST {PATH} HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/{bodies.encoding}\r\n"
         f"Connect-Protocol-Version: 1\r\nAuthorization: Bearer {credential}\r\n"
     ).encode()
 
-    async def send(body: bytes) -> bool:
-        writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        status = (await reader.readline()).split(b" ", 2)[1]
-        length, chunked = 0, False
-        while (line := await reader.readline()) != b"\r\n":
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-            elif name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
-        if chunked:
-            while size := int((await reader.readline()).strip(), 16):
-                await reader.readexactly(size + 2)
-            await reader.readline()
-        else:
-            await reader.readexactly(length)
-        return status == b"200"
-
-    async def close() -> None:
+    async def caller(due: asyncio.Queue[int] | None) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        while True:
+            at = await due.get() if due is not None else time.perf_counter_ns()
+            if at >= end:
+                break
+            body = bodies.next()
+            writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            status = (await reader.readline()).split(b" ", 2)[1]
+            length, chunked = 0, False
+            while (line := await reader.readline()) != b"\r\n":
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+                elif name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+                    chunked = True
+            if chunked:
+                while size := int((await reader.readline()).strip(), 16):
+                    await reader.readexactly(size + 2)
+                await reader.readline()
+            else:
+                await reader.readexactly(length)
+            tally.record(status == b"200", at)
         writer.close()
 
-    return send, close
+    if not rps:
+        await asyncio.gather(*(caller(None) for _ in range(clients)))
+        return
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    callers = [asyncio.ensure_future(caller(queue)) for _ in range(clients)]
+    for at in schedule(tally.counted_from - int(WARM_UP_S * 1e9), end, rps):
+        await asyncio.sleep(max(0.0, (at - time.perf_counter_ns()) / 1e9))
+        queue.put_nowait(at)
+    for _ in callers:
+        queue.put_nowait(end)
+    await asyncio.gather(*callers)
 
 
-async def main(
-    target: str, transport: str, credential: str, runner: str, concurrency: int, seconds: float, rps: float
-) -> None:
-    load = Load(transport, runner)
-    senders = [
-        await (
-            grpc_sender(target, credential)
-            if transport == "grpc"
-            else connect_sender(target, credential, load.encoding)
-        )
-        for _ in range(1 if transport == "grpc" else concurrency)  # gRPC multiplexes one connection
-    ]
+def main() -> None:
+    target, transport, credential, runner = sys.argv[1:5]
+    clients, seconds = int(sys.argv[5]), float(sys.argv[6])
+    rps = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
+    bodies = Bodies(runner, "json" if transport == "connect-json" else "proto")
     start = time.perf_counter_ns()
-    counted_from = start + int(WARM_UP_S * 1e9)
-    end = counted_from + int(seconds * 1e9)
-
-    async def closed_loop(send: Send) -> None:
-        while (now := time.perf_counter_ns()) < end:
-            load.record(await send(load.body()), now, counted_from)
-
-    async def open_loop(send: Send, due: asyncio.Queue[int]) -> None:
-        while (at := await due.get()) < end:
-            load.record(await send(load.body()), at, counted_from)
-
-    if rps:
-        due: asyncio.Queue[int] = asyncio.Queue()
-        callers = [
-            asyncio.ensure_future(open_loop(senders[i % len(senders)][0], due)) for i in range(concurrency)
-        ]
-        interval = int(1e9 / rps)
-        at = start
-        while at < end:
-            await asyncio.sleep(max(0.0, (at - time.perf_counter_ns()) / 1e9))
-            due.put_nowait(at)
-            at += interval
-        for _ in callers:
-            due.put_nowait(end)
-        await asyncio.gather(*callers)
+    tally = Tally(start + int(WARM_UP_S * 1e9))
+    end = tally.counted_from + int(seconds * 1e9)
+    if transport == "grpc":
+        run_grpc(target, credential, bodies, tally, clients, end, rps)
     else:
-        await asyncio.gather(*(closed_loop(senders[i % len(senders)][0]) for i in range(concurrency)))
-    elapsed = (time.perf_counter_ns() - counted_from) / 1e9
-    for _, close in senders:
-        await close()
+        import uvloop
+
+        uvloop.run(run_connect(target, credential, bodies, tally, clients, end, rps))
+    elapsed = (time.perf_counter_ns() - tally.counted_from) / 1e9
     print(
         json.dumps(
             {
-                "count": len(load.latencies),
-                "errors": load.errors,
+                "count": len(tally.latencies),
+                "errors": tally.errors,
                 "seconds": elapsed,
-                "latencies_us": load.latencies,
+                "latencies_us": tally.latencies,
             }
         )
     )
 
 
 if __name__ == "__main__":
-    import uvloop
-
-    args = sys.argv[1:]
-    uvloop.run(
-        main(
-            args[0],
-            args[1],
-            args[2],
-            args[3],
-            int(args[4]),
-            float(args[5]),
-            float(args[6]) if len(args) > 6 else 0,
-        )
-    )
+    main()
