@@ -4,11 +4,11 @@ its futures API: the cheapest Python gRPC client here) or Connect (HTTP/1.1
 keep-alive connections, proto or JSON). Closed loop (CONCURRENCY callers, each
 sending when its last answer came) or, with RPS, open loop: requests are due
 at a fixed rate, at most CONCURRENCY in flight, and a latency counts from when
-a request was due, so a stalled server cannot hide its queue. The first 0.3 s
-warm up and are not counted. Prints one JSON line:
+a request was due too, so a stalled server cannot hide its queue. The first
+0.3 s warm up and are not counted (unless WARM_UP is 0). Prints one JSON line:
 {"count", "errors", "seconds", "latencies_us": [...]}.
 
-    python -m bench.create_load TARGET TRANSPORT CREDENTIAL RUNNER CONCURRENCY SECONDS [RPS]
+    python -m bench.create_load TARGET TRANSPORT CREDENTIAL RUNNER CONCURRENCY SECONDS [RPS [WARM_UP 0|1]]
 """
 
 from __future__ import annotations
@@ -69,19 +69,25 @@ class Bodies:
 
 
 class Tally:
-    def __init__(self, counted_from_ns: int) -> None:
+    """Latencies from when a request was sent (as h2load measures them) and,
+    in an open loop, from when it was due."""
+
+    def __init__(self, started_ns: int, counted_from_ns: int) -> None:
+        self.started = started_ns
         self.counted_from = counted_from_ns
         self.latencies: list[int] = []
+        self.from_due: list[int] = []
         self.errors = 0
         self._lock = threading.Lock()
 
-    def record(self, ok: bool, due_ns: int) -> None:
+    def record(self, ok: bool, due_ns: int, sent_ns: int) -> None:
         if due_ns < self.counted_from:
             return  # warm-up
-        took = (time.perf_counter_ns() - due_ns) // 1000
+        now = time.perf_counter_ns()
         with self._lock:
             if ok:
-                self.latencies.append(took)
+                self.latencies.append((now - sent_ns) // 1000)
+                self.from_due.append((now - due_ns) // 1000)
             else:
                 self.errors += 1
 
@@ -105,14 +111,16 @@ def run_grpc(
     finished = threading.Semaphore(0)
 
     def send(client: int, due: int, then: Callable[[], None]) -> None:
+        sent = time.perf_counter_ns()
+
         def done(future: grpc.Future) -> None:
-            tally.record(future.exception() is None, due)
+            tally.record(future.exception() is None, due, sent)
             then()
 
         calls[client].future(bodies.next(), metadata=metadata).add_done_callback(done)
 
     if rps:
-        for i, due in enumerate(schedule(tally.counted_from - int(WARM_UP_S * 1e9), end, rps)):
+        for i, due in enumerate(schedule(tally.started, end, rps)):
             time.sleep(max(0.0, (due - time.perf_counter_ns()) / 1e9))
             slots.acquire()
             send(i % clients, due, slots.release)
@@ -150,6 +158,7 @@ async def run_connect(
             if at >= end:
                 break
             body = bodies.next()
+            sent = time.perf_counter_ns()
             writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
             status = (await reader.readline()).split(b" ", 2)[1]
             length, chunked = 0, False
@@ -165,7 +174,7 @@ async def run_connect(
                 await reader.readline()
             else:
                 await reader.readexactly(length)
-            tally.record(status == b"200", at)
+            tally.record(status == b"200", at, sent)
         writer.close()
 
     if not rps:
@@ -173,7 +182,7 @@ async def run_connect(
         return
     queue: asyncio.Queue[int] = asyncio.Queue()
     callers = [asyncio.ensure_future(caller(queue)) for _ in range(clients)]
-    for at in schedule(tally.counted_from - int(WARM_UP_S * 1e9), end, rps):
+    for at in schedule(tally.started, end, rps):
         await asyncio.sleep(max(0.0, (at - time.perf_counter_ns()) / 1e9))
         queue.put_nowait(at)
     for _ in callers:
@@ -185,9 +194,10 @@ def main() -> None:
     target, transport, credential, runner = sys.argv[1:5]
     clients, seconds = int(sys.argv[5]), float(sys.argv[6])
     rps = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
+    warm_up_s = WARM_UP_S if len(sys.argv) <= 8 or sys.argv[8] == "1" else 0.0
     bodies = Bodies(runner, "json" if transport == "connect-json" else "proto")
     start = time.perf_counter_ns()
-    tally = Tally(start + int(WARM_UP_S * 1e9))
+    tally = Tally(start, start + int(warm_up_s * 1e9))
     end = tally.counted_from + int(seconds * 1e9)
     if transport == "grpc":
         run_grpc(target, credential, bodies, tally, clients, end, rps)
@@ -203,6 +213,7 @@ def main() -> None:
                 "errors": tally.errors,
                 "seconds": elapsed,
                 "latencies_us": tally.latencies,
+                "from_due_us": tally.from_due,
             }
         )
     )

@@ -27,6 +27,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     data_bytes: int = 0  # h2load: response DATA bytes received (gRPC: the messages)
+    p99_from_due_ms: float = 0.0  # open loop, bench.create_load: from when a request was due
 
     @property
     def rps(self) -> float:
@@ -159,14 +160,22 @@ def create_load(
     clients: int,
     seconds: float,
     rps: float = 0,
+    warm_up: bool = True,
 ) -> Result:
-    args = [target, transport, credential, runner, str(clients), str(seconds), str(rps)]
+    args = [target, transport, credential, runner, str(clients), str(seconds), str(rps), str(int(warm_up))]
     out = subprocess.run(
         [sys.executable, "-m", "bench.create_load", *args], capture_output=True, text=True, check=True
     ).stdout
     doc = json.loads(out)
     lat = doc["latencies_us"]
-    return Result(doc["count"], doc["errors"], doc["seconds"], _percentile(lat, 0.5), _percentile(lat, 0.99))
+    return Result(
+        doc["count"],
+        doc["errors"],
+        doc["seconds"],
+        _percentile(lat, 0.5),
+        _percentile(lat, 0.99),
+        p99_from_due_ms=_percentile(doc["from_due_us"], 0.99),
+    )
 
 
 def median_result(results: list[Result]) -> Result:
