@@ -11,7 +11,6 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
-from connectrpc.compat import google_protobuf_binary_codec, google_protobuf_json_codec
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 
@@ -21,6 +20,7 @@ from server.auth.authenticator import Authenticator
 from server.auth.caller import Call
 from server.errors import FieldViolation, InvalidArgument
 from server.service import HostAuthService
+from server.transport.codecs import connect_codecs
 from server.transport.echo import PATH_PREFIX as ECHO_PREFIX
 from server.transport.echo import connect_echo_app
 from server.transport.status import STATUS, classify
@@ -144,9 +144,7 @@ def build_connect_app(
         RunnerConfigurationServiceASGIApplication(
             ConnectRunnerConfiguration(core, auth),
             read_max_bytes=max_message_bytes,
-            # Unknown JSON fields are a client's mistake worth reporting;
-            # unknown proto fields are ignored, as proto rules say.
-            codecs=[google_protobuf_binary_codec(), google_protobuf_json_codec(ignore_unknown_fields=False)],
+            codecs=connect_codecs(),
         ),
         connect_echo_app(max_message_bytes) if bench_echo else None,
     )

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from connectrpc.compat import google_protobuf_binary_codec, google_protobuf_json_codec
 from connectrpc.request import RequestContext
 
 from hostauth.bench.v1 import echo_pb2
 from hostauth.bench.v1.echo_connect import EchoServiceASGIApplication
+from server.transport.codecs import connect_codecs
 
 SERVICE = "hostauth.bench.v1.EchoService"
 PATH_PREFIX = f"/{SERVICE}/"
@@ -31,7 +31,7 @@ def connect_echo_app(max_message_bytes: int) -> EchoServiceASGIApplication:
     return EchoServiceASGIApplication(
         _ConnectEcho(),
         read_max_bytes=max_message_bytes,
-        codecs=[google_protobuf_binary_codec(), google_protobuf_json_codec(ignore_unknown_fields=False)],
+        codecs=connect_codecs(),
     )
 
 

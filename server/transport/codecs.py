@@ -1,0 +1,31 @@
+"""The Connect codecs: protobuf binary, and protobuf JSON written compactly.
+
+connectrpc's JSON codec calls MessageToJson with its default two-space indent,
+which makes json.dumps fall back from its C encoder to the pure-Python one: a
+List page of 25 tokens spent a fifth of its CPU there. Same mapping (the
+protobuf JSON rules), no whitespace, C encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from connectrpc.codec import Codec
+from connectrpc.compat import google_protobuf_binary_codec
+from connectrpc.compat._codec import ProtoJSONCodec
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+M = TypeVar("M", bound=Message)
+
+
+class CompactJSONCodec(ProtoJSONCodec[M]):
+    def encode(self, message: Message) -> bytes:
+        return json.dumps(MessageToDict(message), separators=(",", ":")).encode()
+
+
+def connect_codecs() -> list[Codec]:
+    # Unknown JSON fields are a client's mistake worth reporting; unknown
+    # proto fields are ignored, as proto rules say.
+    return [google_protobuf_binary_codec(), CompactJSONCodec(ignore_unknown_fields=False)]
