@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
 import asyncpg
+import grpc
 import pytest
 
 from gitpod.v1 import identity_pb2
@@ -17,7 +18,7 @@ from tests.conftest import make_api_key
 from tests.lifecycle import create, delete, get, get_value, update
 from tests.requests import create_request, secret
 from tests.sensitive import leaks
-from tests.wire import ConnectWire, RpcError, Wire
+from tests.wire import ConnectWire, GrpcWire, RpcError, Wire
 
 P = identity_pb2
 
@@ -199,3 +200,23 @@ async def test_audit_cli_lists_with_filters(wire: Wire, database_dsn: str) -> No
     assert future.stdout.strip() == ""
     nobody = await run_cli(database_dsn, "audit", "list", "--subject", str(uuid4()))
     assert nobody.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("outcome", ["ok", "not_found"])
+async def test_grpc_answers_with_the_request_id_in_its_trailers(
+    wires: dict[str, Wire], admin_key: str, outcome: str
+) -> None:
+    wire = wires["grpc"]
+    assert isinstance(wire, GrpcWire)
+    token_id = (await create(wire)).id if outcome == "ok" else str(uuid4())
+    call = wire.stub.GetHostAuthenticationTokenValue(
+        pb.GetHostAuthenticationTokenValueRequest(id=token_id),
+        metadata=(("authorization", f"Bearer {admin_key}"), ("x-request-id", f"trace-{outcome}")),
+    )
+    if outcome == "ok":
+        assert (await call).id == token_id
+    else:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert ("x-request-id", f"trace-{outcome}") in tuple(await call.trailing_metadata() or ())
