@@ -37,6 +37,7 @@ from server.store import (
     NewToken,
     Sealed,
     SealedSecrets,
+    SecretRead,
     TokenChanges,
     TokenRecord,
     TokenStore,
@@ -373,11 +374,20 @@ class HostAuthService:
     ) -> pb.GetHostAuthenticationTokenValueResponse:
         scope = self._visible_scope(call)
         token_id = parse_id(req.id)
-        async with self._store.session() as db:
-            found = await db.get_with_secrets(token_id)
-        if found is None or not scope.sees(found[0]):
+        if not may(call.caller, Action.GET_VALUE):
+            await self._refuse_or_hide(call, Action.GET_VALUE, token_id, scope)
+        # The read and its audit row are committed together (concurrent reads
+        # share the statement): no secret is read without a record of it.
+        read = SecretRead(
+            token_id, scope.runner_id, scope.subject_id, self._event(call, Action.GET_VALUE, token_id, "ok")
+        )
+        try:
+            found = await self._store.read_secrets(read)
+        except Exception as exc:  # noqa: BLE001 # whatever failed, no secret leaves
+            log.error("request %s: GetValue read failed: %s", call.request_id, type(exc).__name__)
+            raise Internal("the read could not be recorded, so no secret is returned") from None
+        if found is None:
             raise not_found(token_id)
-        self._require(call, Action.GET_VALUE)
         record, sealed = found
         try:
             token = await self._open(token_id, FIELD_TOKEN, sealed.token)
@@ -385,17 +395,11 @@ class HostAuthService:
             if sealed.refresh_token is not None:
                 refresh_token = await self._open(token_id, FIELD_REFRESH_TOKEN, sealed.refresh_token)
         except DecryptionError as exc:
+            # The trail has the read; the refusal's own audit row adds data_loss.
             log.error("request %s: %s", call.request_id, exc)  # names id and field, never a secret
             raise DataLoss(
                 f"the stored secrets of host authentication token {token_id} cannot be decrypted"
             ) from None
-        # No record, no secret: the read is on the audit trail (committed)
-        # before it leaves. Concurrent reads share the audit statement.
-        try:
-            await self._store.audit(self._event(call, Action.GET_VALUE, token_id, "ok"))
-        except Exception as exc:  # noqa: BLE001 # whatever failed, no secret leaves
-            log.error("request %s: audit of GetValue failed: %s", call.request_id, type(exc).__name__)
-            raise Internal("the read could not be recorded, so no secret is returned") from None
         response = pb.GetHostAuthenticationTokenValueResponse(
             id=str(token_id), token=token, refresh_token=refresh_token
         )

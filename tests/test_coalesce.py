@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from gitpod.v1 import identity_pb2
-from server.store import AuditEvent, NewToken, Sealed, SealedSecrets, TokenRecord, TokenStore
+from server.store import AuditEvent, NewToken, Sealed, SealedSecrets, SecretRead, TokenRecord, TokenStore
 from server.store.coalesce import Coalescer
 from server.store.tokens import Ciphertext
 
@@ -193,3 +193,61 @@ async def test_concurrent_audit_rows_are_all_written_and_a_refused_one_fails_alo
     async with pool.acquire() as conn:
         written = await conn.fetch("SELECT request_id FROM audit_events WHERE token_id = $1", token_id)
     assert sorted(r["request_id"] for r in written) == sorted(f"req-{i}" for i in range(20))
+
+
+def _read(token: NewToken, *, runner: UUID | None = None, subject: UUID | None = None) -> SecretRead:
+    audit = AuditEvent(
+        f"read-{uuid4()}", "GetValue", token.record.id, identity_pb2.PRINCIPAL_USER, uuid4(), "cred", "ok"
+    )
+    return SecretRead(token.record.id, runner, subject, audit)
+
+
+async def _audits_of(pool: asyncpg.Pool, token_id: UUID) -> int:
+    async with pool.acquire() as conn:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM audit_events WHERE token_id = $1 AND method = 'GetValue'", token_id
+        )
+        return count
+
+
+async def _stored_tokens(store: TokenStore, runner: UUID, count: int) -> list[NewToken]:
+    tokens = [_new_token(runner, f"t{i}.example.com") for i in range(count)]
+    for token in tokens:
+        assert await store.insert(token)
+    return tokens
+
+
+async def test_concurrent_secret_reads_share_a_statement_and_each_is_recorded(pool: asyncpg.Pool) -> None:
+    store = TokenStore(pool)
+    runner = uuid4()
+    tokens = await _stored_tokens(store, runner, 6)
+    other_runner = uuid4()
+    reads = [
+        *(_read(t) for t in tokens),
+        _read(tokens[0]),  # the same token twice in one batch
+        _read(tokens[1], runner=runner),  # in the caller's scope
+        _read(tokens[2], runner=other_runner),  # outside it: not read, not recorded
+        _read(tokens[3], subject=uuid4()),  # outside it too
+        SecretRead(uuid4(), None, None, _read(tokens[4]).audit),  # no such token
+    ]
+    found = await asyncio.gather(*(store.read_secrets(r) for r in reads))
+    for token, got in zip([*tokens, tokens[0], tokens[1]], found[:8], strict=True):
+        assert got is not None
+        record, secrets = got
+        assert record == token.record
+        assert secrets.token.ciphertext == token.secrets.token.ciphertext
+        assert secrets.refresh_token is None
+    assert found[8:] == [None, None, None]
+    assert [await _audits_of(pool, t.record.id) for t in tokens] == [2, 2, 1, 1, 1, 1]
+
+
+async def test_a_read_whose_audit_row_is_refused_fails_alone(pool: asyncpg.Pool) -> None:
+    store = TokenStore(pool)
+    tokens = await _stored_tokens(store, uuid4(), 4)
+    bad = _read(tokens[1])
+    bad = dataclasses.replace(bad, audit=dataclasses.replace(bad.audit, request_id="nul\x00"))
+    reads = [_read(tokens[0]), bad, _read(tokens[2]), _read(tokens[3])]
+    outcomes = await asyncio.gather(*(store.read_secrets(r) for r in reads), return_exceptions=True)
+    assert isinstance(outcomes[1], asyncpg.PostgresError)
+    assert all(isinstance(o, tuple) for o in (outcomes[0], outcomes[2], outcomes[3]))
+    assert [await _audits_of(pool, t.record.id) for t in tokens] == [1, 0, 1, 1]

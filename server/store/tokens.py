@@ -126,9 +126,30 @@ WHERE runner_id = $1 AND subject_id IS NOT DISTINCT FROM $2 AND host = $3
 
 _GET = f"SELECT {_COLUMNS} FROM host_authentication_tokens WHERE id = $1"
 
-_GET_SECRETS = f"""
-SELECT {_COLUMNS}, token_ciphertext, refresh_token_ciphertext, token_kek_id, refresh_token_kek_id
-FROM host_authentication_tokens WHERE id = $1
+# Secret reads, many in one statement: each request's token (if its caller's
+# scope holds it) with its ciphertexts, and an audit row for each token read,
+# committed together: no ciphertext leaves the database without a record of
+# it. WITH ORDINALITY tells which answer is whose.
+_READ_SECRETS_AUDITED = f"""
+WITH req AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::smallint[], $7::uuid[], $8::text[]
+    ) WITH ORDINALITY AS r(id, scope_runner, scope_subject, request_id, method, principal, actor_id,
+                           credential_id, ord)
+),
+t AS (
+    SELECT req.ord, req.request_id, req.method, req.principal, req.actor_id, req.credential_id,
+           {", ".join("tok." + c.strip() for c in _COLUMNS.split(","))},
+           tok.token_ciphertext, tok.refresh_token_ciphertext, tok.token_kek_id, tok.refresh_token_kek_id
+    FROM req JOIN host_authentication_tokens tok ON tok.id = req.id
+    WHERE (req.scope_runner IS NULL OR tok.runner_id = req.scope_runner)
+      AND (req.scope_subject IS NULL OR tok.subject_id = req.scope_subject)
+),
+a AS (
+    INSERT INTO audit_events (request_id, method, token_id, principal, subject_id, credential_id, outcome)
+    SELECT request_id, method, id, principal, actor_id, credential_id, 'ok' FROM t
+)
+SELECT * FROM t
 """
 
 # One statement: each column takes the new value only when its flag is set,
@@ -263,6 +284,53 @@ async def _audit_alone(conn: Connection, event: AuditEvent) -> BaseException | N
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class SecretRead:
+    """One GetValue's read: the token, the caller's scope (None: any), and the
+    audit row written if the token is read."""
+
+    token_id: UUID
+    runner_id: UUID | None
+    subject_id: UUID | None
+    audit: AuditEvent
+
+
+Found = tuple[TokenRecord, SealedSecrets] | None
+
+
+def _found(row: asyncpg.Record) -> tuple[TokenRecord, SealedSecrets]:
+    refresh = row["refresh_token_ciphertext"]
+    return _record(row), SealedSecrets(
+        Sealed(row["token_ciphertext"], row["token_kek_id"]),
+        None if refresh is None else Sealed(refresh, row["refresh_token_kek_id"]),
+    )
+
+
+async def _read_secrets(conn: Connection, reads: Sequence[SecretRead]) -> list[Found]:
+    rows = await conn.fetch(
+        _READ_SECRETS_AUDITED,
+        [r.token_id for r in reads],
+        [r.runner_id for r in reads],
+        [r.subject_id for r in reads],
+        [r.audit.request_id for r in reads],
+        [r.audit.method for r in reads],
+        [r.audit.principal for r in reads],
+        [r.audit.subject_id for r in reads],
+        [r.audit.credential_id for r in reads],
+    )
+    found: list[Found] = [None] * len(reads)
+    for row in rows:
+        found[row["ord"] - 1] = _found(row)
+    return found
+
+
+async def _read_alone(conn: Connection, read: SecretRead) -> Found | BaseException:
+    try:
+        return (await _read_secrets(conn, [read]))[0]
+    except asyncpg.PostgresError as exc:
+        return exc
+
+
 def _list_statement(query: ListQuery) -> tuple[str, list[object]]:
     # Only fixed fragments are joined: the filters present pick the index.
     params: list[object] = []
@@ -342,16 +410,6 @@ class TokenSession:
         row = await self._conn.fetchrow(_GET, token_id)
         return None if row is None else _record(row)
 
-    async def get_with_secrets(self, token_id: UUID) -> tuple[TokenRecord, SealedSecrets] | None:
-        row = await self._conn.fetchrow(_GET_SECRETS, token_id)
-        if row is None:
-            return None
-        refresh = row["refresh_token_ciphertext"]
-        return _record(row), SealedSecrets(
-            Sealed(row["token_ciphertext"], row["token_kek_id"]),
-            None if refresh is None else Sealed(refresh, row["refresh_token_kek_id"]),
-        )
-
     async def list(self, query: ListQuery) -> list[tuple[TokenRecord, Position]]:
         sql, params = _list_statement(query)
         rows = await self._conn.fetch(sql, *params)
@@ -397,12 +455,29 @@ class TokenSession:
 
 
 class TokenStore:
-    __slots__ = ("_audits", "_inserts", "_pool")
+    __slots__ = ("_audits", "_inserts", "_pool", "_reads")
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._inserts: Coalescer[NewToken, bool] = Coalescer(self._insert_many)
         self._audits: Coalescer[AuditEvent, None] = Coalescer(self._audit_many)
+        self._reads: Coalescer[SecretRead, Found] = Coalescer(self._read_many)
+
+    async def read_secrets(self, read: SecretRead) -> Found:
+        """The token with its ciphertexts, its audit row committed with the
+        read; None (and no audit row) when there is no such token in the
+        caller's scope. Concurrent reads share a statement."""
+        return await self._reads.submit(read)
+
+    async def _read_many(self, reads: Sequence[SecretRead]) -> list[Found | BaseException]:
+        async with self._pool.acquire() as conn:
+            try:
+                return list(await _read_secrets(conn, reads))
+            except asyncpg.PostgresError:
+                if len(reads) == 1:
+                    raise
+                # One failing audit row fails the statement: alone, each fails on its own.
+                return [await _read_alone(conn, read) for read in reads]
 
     async def audit(self, event: AuditEvent) -> None:
         """Write an audit row (committed when this returns). Concurrent ones
