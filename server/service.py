@@ -256,8 +256,7 @@ class HostAuthService:
     ) -> pb.GetHostAuthenticationTokenResponse:
         scope = self._visible_scope(call)
         token_id = parse_id(req.id)
-        async with self._store.session() as db:
-            record = await db.get(token_id)
+        record = await self._store.get(token_id)
         if record is None or not scope.sees(record):
             raise not_found(token_id)
         self._require(call, Action.GET)
@@ -302,8 +301,7 @@ class HostAuthService:
 
     async def _refuse_or_hide(self, call: Call, action: Action, token_id: UUID, scope: Scope) -> None:
         """For an action the caller may not take: not_found unless it sees the token."""
-        async with self._store.session() as db:
-            record = await db.get(token_id)
+        record = await self._store.get(token_id)
         if record is None or not scope.sees(record):
             raise not_found(token_id)
         raise PermissionDenied(f"{action.value} is not allowed for this caller")

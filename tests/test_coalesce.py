@@ -251,3 +251,12 @@ async def test_a_read_whose_audit_row_is_refused_fails_alone(pool: asyncpg.Pool)
     assert isinstance(outcomes[1], asyncpg.PostgresError)
     assert all(isinstance(o, tuple) for o in (outcomes[0], outcomes[2], outcomes[3]))
     assert [await _audits_of(pool, t.record.id) for t in tokens] == [1, 0, 1, 1]
+
+
+async def test_concurrent_gets_share_a_statement_and_each_gets_its_own_token(pool: asyncpg.Pool) -> None:
+    store = TokenStore(pool)
+    tokens = await _stored_tokens(store, uuid4(), 5)
+    missing = uuid4()
+    ids = [*(t.record.id for t in tokens), tokens[2].record.id, missing]
+    found = await asyncio.gather(*(store.get(i) for i in ids))
+    assert found == [*(t.record for t in tokens), tokens[2].record, None]

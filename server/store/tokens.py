@@ -124,7 +124,7 @@ SELECT id FROM host_authentication_tokens
 WHERE runner_id = $1 AND subject_id IS NOT DISTINCT FROM $2 AND host = $3
 """
 
-_GET = f"SELECT {_COLUMNS} FROM host_authentication_tokens WHERE id = $1"
+_GET_MANY = f"SELECT {_COLUMNS} FROM host_authentication_tokens WHERE id = ANY($1::uuid[])"
 
 # Secret reads, many in one statement: each request's token (if its caller's
 # scope holds it) with its ciphertexts, and an audit row for each token read,
@@ -406,10 +406,6 @@ class TokenSession:
         found: UUID | None = await self._conn.fetchval(_FIND_ID, runner_id, subject_id, host)
         return found
 
-    async def get(self, token_id: UUID) -> TokenRecord | None:
-        row = await self._conn.fetchrow(_GET, token_id)
-        return None if row is None else _record(row)
-
     async def list(self, query: ListQuery) -> list[tuple[TokenRecord, Position]]:
         sql, params = _list_statement(query)
         rows = await self._conn.fetch(sql, *params)
@@ -455,13 +451,24 @@ class TokenSession:
 
 
 class TokenStore:
-    __slots__ = ("_audits", "_inserts", "_pool", "_reads")
+    __slots__ = ("_audits", "_gets", "_inserts", "_pool", "_reads")
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._inserts: Coalescer[NewToken, bool] = Coalescer(self._insert_many)
         self._audits: Coalescer[AuditEvent, None] = Coalescer(self._audit_many)
         self._reads: Coalescer[SecretRead, Found] = Coalescer(self._read_many)
+        self._gets: Coalescer[UUID, TokenRecord | None] = Coalescer(self._get_many)
+
+    async def get(self, token_id: UUID) -> TokenRecord | None:
+        """A token's metadata. Concurrent ones share a statement."""
+        return await self._gets.submit(token_id)
+
+    async def _get_many(self, ids: Sequence[UUID]) -> list[TokenRecord | BaseException | None]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_GET_MANY, list(set(ids)))
+        found = {row["id"]: _record(row) for row in rows}
+        return [found.get(token_id) for token_id in ids]
 
     async def read_secrets(self, read: SecretRead) -> Found:
         """The token with its ciphertexts, its audit row committed with the
