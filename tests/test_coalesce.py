@@ -15,7 +15,7 @@ import pytest
 from gitpod.v1 import identity_pb2
 from server.store import AuditEvent, NewToken, Sealed, SealedSecrets, SecretRead, TokenRecord, TokenStore
 from server.store.coalesce import Coalescer
-from server.store.tokens import Ciphertext
+from server.store.token_rows import Ciphertext
 
 
 class Recorder:

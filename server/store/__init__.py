@@ -5,7 +5,7 @@ from server.store.audit import AuditEvent, AuditRow, list_audit
 from server.store.database import connect_pool
 from server.store.migrate import migrate
 from server.store.service_secrets import cursor_key
-from server.store.tokens import (
+from server.store.token_rows import (
     KEEP,
     Ciphertext,
     Keep,
@@ -17,8 +17,8 @@ from server.store.tokens import (
     SecretRead,
     TokenChanges,
     TokenRecord,
-    TokenStore,
 )
+from server.store.tokens import TokenStore
 
 __all__ = [
     "KEEP",

@@ -1,10 +1,11 @@
-"""Concurrent single-row writes, coalesced into one statement per batch.
+"""Concurrent single-row statements, coalesced into one statement per batch.
 
-Writes that arrive while earlier batches are in flight wait and go together in
-the next one: one round trip, one statement and one commit (one WAL flush) for
-the lot, instead of one each. Nothing waits on a timer, so a write that finds
-a free flush slot goes at once, alone; batches only form under load, when they
-pay. Each caller still gets its own result, or its own exception.
+Creates, secret reads with their audit rows, and Gets that arrive while
+earlier batches are in flight wait and go together in the next one: one round
+trip, one statement and (for writes) one commit, one WAL flush, for the lot,
+instead of one each. Nothing waits on a timer, so a call that finds a free
+flush slot goes at once, alone; batches only form under load, when they pay.
+Each caller still gets its own result, or its own exception.
 """
 
 from __future__ import annotations

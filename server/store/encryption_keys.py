@@ -11,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.store.tokens import Ciphertext
+from server.store.token_rows import Ciphertext
 
 if TYPE_CHECKING:
     from server.store.connection import Connection

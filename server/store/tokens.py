@@ -1,17 +1,13 @@
-"""SQL for host authentication tokens.
+"""The token store: single-row SQL on a request's pooled connection
+(TokenSession), and the calls concurrent requests share (TokenStore).
 
-The store speaks rows: metadata as plain values and secrets as `Ciphertext`,
-which only server/crypto produces. It never sees a plaintext secret.
+It speaks rows (server/store/token_rows.py) and never sees a plaintext secret.
 """
 
 from __future__ import annotations
 
-import enum
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Final, NewType
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import asyncpg
@@ -19,85 +15,26 @@ from asyncpg.pool import PoolConnectionProxy
 
 from server.store.audit import AuditEvent, insert_audit, insert_audits
 from server.store.coalesce import Coalescer
+from server.store.token_batches import get_many, insert_many, read_many
+from server.store.token_rows import (
+    COLUMNS,
+    KEEP,
+    Found,
+    Keep,
+    ListQuery,
+    NewToken,
+    Position,
+    SealedSecrets,
+    SecretRead,
+    TokenChanges,
+    TokenRecord,
+    audit_args,
+    record_of,
+    token_args,
+)
 
 if TYPE_CHECKING:
     from server.store.connection import Connection
-
-Ciphertext = NewType("Ciphertext", bytes)
-
-
-class Keep(enum.Enum):
-    """An update leaves this column as it is."""
-
-    KEEP = "keep"
-
-
-KEEP: Final = Keep.KEEP
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRecord:
-    """A token's metadata, as stored."""
-
-    id: UUID
-    runner_id: UUID
-    subject_id: UUID | None
-    subject_principal: int
-    host: str
-    source: int
-    expires_at: datetime | None
-    integration_id: UUID | None
-    scopes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Sealed:
-    """A ciphertext and the id of the key its data key is wrapped under."""
-
-    ciphertext: Ciphertext
-    key_id: str
-
-    def __repr__(self) -> str:
-        return f"Sealed(<ciphertext>, key_id={self.key_id!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class SealedSecrets:
-    token: Sealed
-    refresh_token: Sealed | None
-
-
-@dataclass(frozen=True, slots=True)
-class TokenChanges:
-    """The columns an Update sets; KEEP leaves one as it is."""
-
-    token: Sealed | Keep = KEEP
-    refresh_token: Sealed | Keep | None = KEEP
-    expires_at: datetime | Keep | None = KEEP
-    scopes: tuple[str, ...] | Keep = KEEP
-
-    def __repr__(self) -> str:
-        changed = [
-            name
-            for name in ("token", "refresh_token", "expires_at", "scopes")
-            if getattr(self, name) is not KEEP
-        ]
-        return f"TokenChanges({', '.join(changed)})"
-
-
-# Where a token stands in List order: (created_at, id).
-Position = tuple[datetime, UUID]
-
-
-@dataclass(frozen=True, slots=True)
-class ListQuery:
-    runner_id: UUID | None
-    subject_id: UUID | None
-    after: Position | None
-    limit: int
-
-
-_COLUMNS = "id, runner_id, subject_id, subject_principal, host, source, expires_at, integration_id, scopes"
 
 _INSERT = """
 INSERT INTO host_authentication_tokens
@@ -122,34 +59,6 @@ RETURNING id
 _FIND_ID = """
 SELECT id FROM host_authentication_tokens
 WHERE runner_id = $1 AND subject_id IS NOT DISTINCT FROM $2 AND host = $3
-"""
-
-_GET_MANY = f"SELECT {_COLUMNS} FROM host_authentication_tokens WHERE id = ANY($1::uuid[])"
-
-# Secret reads, many in one statement: each request's token (if its caller's
-# scope holds it) with its ciphertexts, and an audit row for each token read,
-# committed together: no ciphertext leaves the database without a record of
-# it. WITH ORDINALITY tells which answer is whose.
-_READ_SECRETS_AUDITED = f"""
-WITH req AS (
-    SELECT * FROM unnest(
-        $1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::smallint[], $7::uuid[], $8::text[]
-    ) WITH ORDINALITY AS r(id, scope_runner, scope_subject, request_id, method, principal, actor_id,
-                           credential_id, ord)
-),
-t AS (
-    SELECT req.ord, req.request_id, req.method, req.principal, req.actor_id, req.credential_id,
-           {", ".join("tok." + c.strip() for c in _COLUMNS.split(","))},
-           tok.token_ciphertext, tok.refresh_token_ciphertext, tok.token_kek_id, tok.refresh_token_kek_id
-    FROM req JOIN host_authentication_tokens tok ON tok.id = req.id
-    WHERE (req.scope_runner IS NULL OR tok.runner_id = req.scope_runner)
-      AND (req.scope_subject IS NULL OR tok.subject_id = req.scope_subject)
-),
-a AS (
-    INSERT INTO audit_events (request_id, method, token_id, principal, subject_id, credential_id, outcome)
-    SELECT request_id, method, id, principal, actor_id, credential_id, 'ok' FROM t
-)
-SELECT * FROM t
 """
 
 # One statement: each column takes the new value only when its flag is set,
@@ -187,86 +96,11 @@ SELECT count(*) FROM w
 """
 
 
-def _audit_args(event: AuditEvent) -> tuple[object, ...]:
-    return (
-        event.request_id,
-        event.method,
-        event.principal,
-        event.subject_id,
-        event.credential_id,
-        event.outcome,
-    )
-
-
 _INSERT_AUDITED = _audited(_INSERT, 13)
 
-# Many Creates in one statement (one round trip, one commit): the rows come in
-# as parallel arrays, the scopes of each as a JSON array (text[] cannot nest).
-# Answers the ids inserted; a row whose triple exists is skipped, audit and all.
-_INSERT_MANY_AUDITED = """
-WITH input AS (
-    SELECT * FROM unnest(
-        $1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[], $6::smallint[],
-        $7::timestamptz[], $8::uuid[], $9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::text[],
-        $14::text[], $15::text[], $16::smallint[], $17::uuid[], $18::text[], $19::text[]
-    ) AS t(id, runner_id, subject_id, subject_principal, host, source, expires_at, integration_id,
-           scopes, token_ciphertext, refresh_token_ciphertext, token_kek_id, refresh_token_kek_id,
-           request_id, method, principal, actor_id, credential_id, outcome)
-),
-w AS (
-    INSERT INTO host_authentication_tokens
-        (id, runner_id, subject_id, subject_principal, host, source, expires_at,
-         integration_id, scopes, token_ciphertext, refresh_token_ciphertext,
-         token_kek_id, refresh_token_kek_id)
-    SELECT id, runner_id, subject_id, subject_principal, host, source, expires_at, integration_id,
-           ARRAY(SELECT jsonb_array_elements_text(scopes::jsonb)), token_ciphertext,
-           refresh_token_ciphertext, token_kek_id, refresh_token_kek_id
-    FROM input
-    ON CONFLICT ON CONSTRAINT host_authentication_tokens_triple DO NOTHING
-    RETURNING id
-),
-a AS (
-    INSERT INTO audit_events (request_id, method, token_id, principal, subject_id, credential_id, outcome)
-    SELECT i.request_id, i.method, w.id, i.principal, i.actor_id, i.credential_id, i.outcome
-    FROM w JOIN input i ON i.id = w.id
-)
-SELECT id FROM w
-"""
 _REPLACE_AUDITED = _audited(_REPLACE, 13)
 _UPDATE_AUDITED = _audited(_UPDATE, 13)
 _DELETE_AUDITED = _audited(_DELETE, 3)
-
-
-def _args(record: TokenRecord, secrets: SealedSecrets) -> tuple[object, ...]:
-    return (
-        record.id,
-        record.runner_id,
-        record.subject_id,
-        record.subject_principal,
-        record.host,
-        record.source,
-        record.expires_at,
-        record.integration_id,
-        list(record.scopes),
-        secrets.token.ciphertext,
-        secrets.refresh_token.ciphertext if secrets.refresh_token else None,
-        secrets.token.key_id,
-        secrets.refresh_token.key_id if secrets.refresh_token else None,
-    )
-
-
-def _record(row: asyncpg.Record) -> TokenRecord:
-    return TokenRecord(
-        id=row["id"],
-        runner_id=row["runner_id"],
-        subject_id=row["subject_id"],
-        subject_principal=row["subject_principal"],
-        host=row["host"],
-        source=row["source"],
-        expires_at=row["expires_at"],
-        integration_id=row["integration_id"],
-        scopes=tuple(row["scopes"]),
-    )
 
 
 async def _insert_alone(conn: Connection, row: NewToken) -> bool | BaseException:
@@ -284,49 +118,9 @@ async def _audit_alone(conn: Connection, event: AuditEvent) -> BaseException | N
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class SecretRead:
-    """One GetValue's read: the token, the caller's scope (None: any), and the
-    audit row written if the token is read."""
-
-    token_id: UUID
-    runner_id: UUID | None
-    subject_id: UUID | None
-    audit: AuditEvent
-
-
-Found = tuple[TokenRecord, SealedSecrets] | None
-
-
-def _found(row: asyncpg.Record) -> tuple[TokenRecord, SealedSecrets]:
-    refresh = row["refresh_token_ciphertext"]
-    return _record(row), SealedSecrets(
-        Sealed(row["token_ciphertext"], row["token_kek_id"]),
-        None if refresh is None else Sealed(refresh, row["refresh_token_kek_id"]),
-    )
-
-
-async def _read_secrets(conn: Connection, reads: Sequence[SecretRead]) -> list[Found]:
-    rows = await conn.fetch(
-        _READ_SECRETS_AUDITED,
-        [r.token_id for r in reads],
-        [r.runner_id for r in reads],
-        [r.subject_id for r in reads],
-        [r.audit.request_id for r in reads],
-        [r.audit.method for r in reads],
-        [r.audit.principal for r in reads],
-        [r.audit.subject_id for r in reads],
-        [r.audit.credential_id for r in reads],
-    )
-    found: list[Found] = [None] * len(reads)
-    for row in rows:
-        found[row["ord"] - 1] = _found(row)
-    return found
-
-
 async def _read_alone(conn: Connection, read: SecretRead) -> Found | BaseException:
     try:
-        return (await _read_secrets(conn, [read]))[0]
+        return (await read_many(conn, [read]))[0]
     except asyncpg.PostgresError as exc:
         return exc
 
@@ -347,35 +141,10 @@ def _list_statement(query: ListQuery) -> tuple[str, list[object]]:
     if query.after is not None:
         where.append(f"(created_at, id) > ({param(query.after[0])}, {param(query.after[1])})")
     sql = (
-        f"SELECT {_COLUMNS}, created_at FROM host_authentication_tokens "
+        f"SELECT {COLUMNS}, created_at FROM host_authentication_tokens "
         f"WHERE {' AND '.join(where) or 'TRUE'} ORDER BY created_at, id LIMIT {param(query.limit)}"
     )
     return sql, params
-
-
-@dataclass(frozen=True, slots=True)
-class NewToken:
-    """One Create's row and its audit row."""
-
-    record: TokenRecord
-    secrets: SealedSecrets
-    audit: AuditEvent
-
-    def __repr__(self) -> str:
-        return f"NewToken(id={self.record.id})"
-
-
-def _insert_many_args(rows: Sequence[NewToken]) -> list[list[object]]:
-    columns: list[list[object]] = [[] for _ in range(19)]
-    for row in rows:
-        values = (
-            *_args(row.record, row.secrets),
-            *_audit_args(row.audit),
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    columns[8] = [json.dumps(row.record.scopes) for row in rows]
-    return columns
 
 
 class TokenSession:
@@ -390,7 +159,7 @@ class TokenSession:
         """Insert a new token and its audit row; False (and neither) when its
         (runner, subject, host) exists."""
         written: int = await self._conn.fetchval(
-            _INSERT_AUDITED, *_args(record, secrets), *_audit_args(audit)
+            _INSERT_AUDITED, *token_args(record, secrets), *audit_args(audit)
         )
         return written == 1
 
@@ -398,7 +167,7 @@ class TokenSession:
         """Overwrite the token with this id and triple, with its audit row;
         False when there is none."""
         written: int = await self._conn.fetchval(
-            _REPLACE_AUDITED, *_args(record, secrets), *_audit_args(audit)
+            _REPLACE_AUDITED, *token_args(record, secrets), *audit_args(audit)
         )
         return written == 1
 
@@ -409,7 +178,7 @@ class TokenSession:
     async def list(self, query: ListQuery) -> list[tuple[TokenRecord, Position]]:
         sql, params = _list_statement(query)
         rows = await self._conn.fetch(sql, *params)
-        return [(_record(row), (row["created_at"], row["id"])) for row in rows]
+        return [(record_of(row), (row["created_at"], row["id"])) for row in rows]
 
     async def update(
         self,
@@ -436,7 +205,7 @@ class TokenSession:
             else:
                 args += [True, list(value) if isinstance(value, tuple) else value]
         written: int = await self._conn.fetchval(
-            _UPDATE_AUDITED, *args, runner_id, subject_id, *_audit_args(audit)
+            _UPDATE_AUDITED, *args, runner_id, subject_id, *audit_args(audit)
         )
         return written == 1
 
@@ -445,7 +214,7 @@ class TokenSession:
     ) -> bool:
         """Delete the token (with its audit row); False when there is none."""
         written: int = await self._conn.fetchval(
-            _DELETE_AUDITED, token_id, runner_id, subject_id, *_audit_args(audit)
+            _DELETE_AUDITED, token_id, runner_id, subject_id, *audit_args(audit)
         )
         return written == 1
 
@@ -466,8 +235,7 @@ class TokenStore:
 
     async def _get_many(self, ids: Sequence[UUID]) -> list[TokenRecord | BaseException | None]:
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(_GET_MANY, list(set(ids)))
-        found = {row["id"]: _record(row) for row in rows}
+            found = await get_many(conn, ids)
         return [found.get(token_id) for token_id in ids]
 
     async def read_secrets(self, read: SecretRead) -> Found:
@@ -479,7 +247,7 @@ class TokenStore:
     async def _read_many(self, reads: Sequence[SecretRead]) -> list[Found | BaseException]:
         async with self._pool.acquire() as conn:
             try:
-                return list(await _read_secrets(conn, reads))
+                return list(await read_many(conn, reads))
             except asyncpg.PostgresError:
                 if len(reads) == 1:
                     raise
@@ -511,7 +279,7 @@ class TokenStore:
             if len(rows) == 1:
                 return [await TokenSession(conn).insert(rows[0].record, rows[0].secrets, rows[0].audit)]
             try:
-                inserted = {r["id"] for r in await conn.fetch(_INSERT_MANY_AUDITED, *_insert_many_args(rows))}
+                inserted = await insert_many(conn, rows)
             except asyncpg.PostgresError:
                 # One bad row fails the statement: alone, each fails on its own.
                 return [await _insert_alone(conn, row) for row in rows]
