@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.fixture import seed, service, setup
 from bench.load_tools import Result
-from bench.service import METHODS, TRANSPORTS, run_once, seed, service, setup
+from bench.runs import METHODS, TRANSPORTS, run_once
 from server.crypto.keyring import generate_keyring_json
 from tests.processes import ROOT
 

@@ -1,0 +1,111 @@
+"""What `make bench` runs against: a database with an API key, the service
+(its own processes, with the benchmark's echo method) and the tokens it reads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gitpod.v1 import identity_pb2
+from gitpod.v1 import runner_configuration_pb2 as pb
+from server.auth.api_keys import hash_api_key, new_api_key
+from server.store import ApiKeyStore, connect_pool
+from tests.db import create_database
+from tests.processes import ROOT, free_port
+
+
+@dataclass
+class Fixture:
+    dsn: str
+    key: str
+    token_id: str
+    runner_id: str
+
+
+async def setup(admin_dsn: str) -> Fixture:
+    dsn = await create_database(admin_dsn)
+    pool = await connect_pool(dsn)
+    try:
+        key = new_api_key()
+        await ApiKeyStore(pool).create(
+            hash_api_key(key), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid.uuid4(), ("secrets:read",)
+        )
+    finally:
+        await pool.close()
+    return Fixture(dsn, key, "", str(uuid.uuid4()))
+
+
+@dataclass
+class Service:
+    proc: subprocess.Popen[bytes]
+    http: int
+    grpc: int
+    log: Path
+
+    def pids(self) -> list[int]:
+        started = re.search(r"started \d+ worker\(s\): ([\d, ]+)", self.log.read_text())
+        workers = [int(p) for p in started.group(1).split(", ")] if started else []
+        return [self.proc.pid, *workers]
+
+
+@contextmanager
+def service(fixture: Fixture, keyring: str, workers: int, folder: Path) -> Iterator[Service]:
+    http, grpc_port = free_port(), free_port()
+    log = folder / f"service-{workers}.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": fixture.dsn,
+        "HOSTAUTH_KEYRING": keyring,
+        "HOSTAUTH_HTTP_ADDR": f"127.0.0.1:{http}",
+        "HOSTAUTH_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+        "HOSTAUTH_BENCH_ECHO": "1",
+        "HOSTAUTH_WORKERS": str(workers),
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    svc = Service(proc, http, grpc_port, log)
+    try:
+        deadline = time.monotonic() + 60
+        while log.read_text().count("serving Connect") < workers:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the service did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield svc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def seed(svc: Service, fixture: Fixture) -> None:
+    """One token to read, and 30 under one runner for a List page of 25."""
+    import grpc
+
+    from gitpod.v1 import runner_configuration_pb2_grpc as pb_grpc
+
+    async def go() -> str:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.grpc}") as channel:
+            stub = pb_grpc.RunnerConfigurationServiceStub(channel)
+            md = (("authorization", f"Bearer {fixture.key}"),)
+            ids = []
+            for i in range(30):
+                req = pb.CreateHostAuthenticationTokenRequest(
+                    runner_id=fixture.runner_id,
+                    host=f"seed-{i}.example.com",
+                    token="gho_seed",
+                    refresh_token="ghr_seed",
+                )
+                ids.append((await stub.CreateHostAuthenticationToken(req, metadata=md)).token.id)
+            return ids[0]
+
+    fixture.token_id = asyncio.run(go())
