@@ -1,6 +1,6 @@
 """The Create load for `make bench`: every request a new host under one runner,
-which the fixed body of h2load cannot do. Over gRPC (grpcio's C-core client,
-its futures API: the cheapest Python gRPC client here) or Connect (HTTP/1.1
+which the fixed body of h2load cannot do. Over gRPC (closed loop on grpcio's
+futures client, the cheapest here; open loop on grpc.aio) or Connect (HTTP/1.1
 keep-alive connections, proto or JSON). Closed loop (CONCURRENCY callers, each
 sending when its last answer came) or, with RPS, open loop: requests are due
 at a fixed rate, at most CONCURRENCY in flight, and a latency counts from when
@@ -19,9 +19,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 
 import grpc
+import uvloop
 from google.protobuf import json_format
 
 from gitpod.v1 import identity_pb2
@@ -97,9 +97,11 @@ def schedule(start: int, end: int, rps: float) -> list[int]:
     return list(range(start, end, interval))
 
 
-def run_grpc(
-    target: str, credential: str, bodies: Bodies, tally: Tally, clients: int, end: int, rps: float
+def run_grpc_closed_loop(
+    target: str, credential: str, bodies: Bodies, tally: Tally, clients: int, end: int
 ) -> None:
+    """Closed loop on grpcio's futures client, its cheapest here: each call's
+    completion callback sends the client's next call."""
     # A connection per client, as h2load makes: the server's workers share the
     # port by connection, so one multiplexed connection would load one worker.
     channels = [
@@ -107,39 +109,61 @@ def run_grpc(
     ]
     calls = [channel.unary_unary(PATH) for channel in channels]  # bytes in, bytes out: no decoding
     metadata = (("authorization", f"Bearer {credential}"),)
-    slots = threading.Semaphore(clients)
     finished = threading.Semaphore(0)
 
-    def send(client: int, due: int, then: Callable[[], None]) -> None:
+    def next_call(client: int) -> None:
         sent = time.perf_counter_ns()
+        if sent >= end:
+            finished.release()
+            return
 
         def done(future: grpc.Future) -> None:
-            tally.record(future.exception() is None, due, sent)
-            then()
+            tally.record(future.exception() is None, sent, sent)
+            next_call(client)
 
         calls[client].future(bodies.next(), metadata=metadata).add_done_callback(done)
 
-    if rps:
-        for i, due in enumerate(schedule(tally.started, end, rps)):
-            time.sleep(max(0.0, (due - time.perf_counter_ns()) / 1e9))
-            slots.acquire()
-            send(i % clients, due, slots.release)
-        for _ in range(clients):
-            slots.acquire()
-    else:
-
-        def next_call(client: int) -> None:
-            if (now := time.perf_counter_ns()) < end:
-                send(client, now, lambda: next_call(client))
-            else:
-                finished.release()
-
-        for client in range(clients):
-            next_call(client)
-        for _ in range(clients):
-            finished.acquire()
+    for client in range(clients):
+        next_call(client)
+    for _ in range(clients):
+        finished.acquire()
     for channel in channels:
         channel.close()
+
+
+async def run_grpc_open_loop(
+    target: str, credential: str, bodies: Bodies, tally: Tally, clients: int, end: int, rps: float
+) -> None:
+    """Open loop on grpc.aio: one thread schedules and completes the calls (the
+    futures client's threads fought a scheduling thread for the GIL, fell
+    behind the schedule and cost twice the CPU)."""
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(clients)
+    ]
+    calls = [channel.unary_unary(PATH) for channel in channels]
+    metadata = (("authorization", f"Bearer {credential}"),)
+    due_times: asyncio.Queue[int] = asyncio.Queue()
+
+    async def caller(call: grpc.aio.UnaryUnaryMultiCallable) -> None:
+        while (at := await due_times.get()) < end:
+            sent = time.perf_counter_ns()
+            try:
+                await call(bodies.next(), metadata=metadata)
+                ok = True
+            except grpc.aio.AioRpcError:
+                ok = False
+            tally.record(ok, at, sent)
+
+    callers = [asyncio.ensure_future(caller(call)) for call in calls]
+    for at in schedule(tally.started, end, rps):
+        await asyncio.sleep(max(0.0, (at - time.perf_counter_ns()) / 1e9))
+        due_times.put_nowait(at)
+    for _ in callers:
+        due_times.put_nowait(end)
+    await asyncio.gather(*callers)
+    for channel in channels:
+        await channel.close()
 
 
 async def run_connect(
@@ -199,11 +223,11 @@ def main() -> None:
     start = time.perf_counter_ns()
     tally = Tally(start, start + int(warm_up_s * 1e9))
     end = tally.counted_from + int(seconds * 1e9)
-    if transport == "grpc":
-        run_grpc(target, credential, bodies, tally, clients, end, rps)
+    if transport == "grpc" and not rps:
+        run_grpc_closed_loop(target, credential, bodies, tally, clients, end)
+    elif transport == "grpc":
+        uvloop.run(run_grpc_open_loop(target, credential, bodies, tally, clients, end, rps))
     else:
-        import uvloop
-
         uvloop.run(run_connect(target, credential, bodies, tally, clients, end, rps))
     elapsed = (time.perf_counter_ns() - tally.counted_from) / 1e9
     print(
