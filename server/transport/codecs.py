@@ -3,7 +3,8 @@
 connectrpc's JSON codec calls MessageToJson with its default two-space indent,
 which makes json.dumps fall back from its C encoder to the pure-Python one: a
 List page of 25 tokens spent a fifth of its CPU there. Same mapping (the
-protobuf JSON rules), no whitespace, C encoder.
+protobuf JSON rules), no whitespace, C encoder; the responses that carry
+tokens are mapped directly (token_json.py), json_format writes the rest.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from connectrpc.compat._codec import ProtoJSONCodec
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from server.transport.token_json import response_dict
+
 M = TypeVar("M", bound=Message)
 
 
 class CompactJSONCodec(ProtoJSONCodec[M]):
     def encode(self, message: Message) -> bytes:
-        return json.dumps(MessageToDict(message), separators=(",", ":")).encode()
+        # Token-carrying responses have a direct mapping (token_json.py).
+        mapped = response_dict(message)
+        return json.dumps(
+            MessageToDict(message) if mapped is None else mapped, separators=(",", ":")
+        ).encode()
 
 
 def connect_codecs() -> list[Codec]:
