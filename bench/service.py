@@ -3,11 +3,14 @@
 Starts its own PostgreSQL (durable: fsync on) or uses DATABASE_URL, starts the
 service with the benchmark's echo method, and loads it from other processes
 over loopback: per method and transport, at concurrency 1, 16 and 64,
-requests/s, p50, p99 and server CPU µs per request (median of the rounds).
-Ceilings measured in the same run: the database's (asyncpg INSERT … RETURNING
-and primary-key SELECT, no service) and the framework's (the echo method on
-the same servers). Then the scaling from one worker to all, and an open-loop
-run at 80 % of each method's peak for p99.
+requests/s, p50, p99 (median of the rounds) and CPU µs per request spent by
+the service, PostgreSQL and the load tool. Ceilings measured in the same run:
+the database's (asyncpg INSERT … RETURNING and primary-key SELECT, no
+service) and the framework's (the echo method on the same servers). Then an
+open-loop run at 80 % of each row's c=16 peak for p99, and the scaling from
+one worker to all. The modules beside this one: fixture (database, service,
+seed tokens), runs (one timed run and its checks), ceilings, report, cpu,
+load_tools and create_load.
 
     .venv/bin/python -m bench.service [--smoke] [--seconds 3] [--rounds 3] [--workers N]
 """
