@@ -6,7 +6,7 @@ sending when its last answer came) or, with RPS, open loop: requests are due
 at a fixed rate, at most CONCURRENCY in flight, and a latency counts from when
 a request was due too, so a stalled server cannot hide its queue. The first
 0.3 s warm up and are not counted (unless WARM_UP is 0). Prints one JSON line:
-{"count", "errors", "seconds", "latencies_us": [...]}.
+{"count", "warm_up_ok", "errors", "seconds", "latencies_us": [...], "from_due_us": [...]}.
 
     python -m bench.create_load TARGET TRANSPORT CREDENTIAL RUNNER CONCURRENCY SECONDS [RPS [WARM_UP 0|1]]
 """
@@ -78,11 +78,15 @@ class Tally:
         self.latencies: list[int] = []
         self.from_due: list[int] = []
         self.errors = 0
+        self.warm_up_ok = 0
         self._lock = threading.Lock()
 
     def record(self, ok: bool, due_ns: int, sent_ns: int) -> None:
-        if due_ns < self.counted_from:
-            return  # warm-up
+        if due_ns < self.counted_from:  # warm-up: not measured, but its rows are written
+            if ok:
+                with self._lock:
+                    self.warm_up_ok += 1
+            return
         now = time.perf_counter_ns()
         with self._lock:
             if ok:
@@ -233,7 +237,8 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "count": len(tally.latencies),
+                "count": len(tally.latencies) + tally.errors,  # completed calls, as h2load and wrk count
+                "warm_up_ok": tally.warm_up_ok,
                 "errors": tally.errors,
                 "seconds": elapsed,
                 "latencies_us": tally.latencies,

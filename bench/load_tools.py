@@ -28,6 +28,7 @@ class Result:
     p99_ms: float
     data_bytes: int = 0  # h2load: response DATA bytes received (gRPC: the messages)
     p99_from_due_ms: float = 0.0  # open loop, bench.create_load: from when a request was due
+    warm_up_successes: int = 0  # bench.create_load: calls that succeeded during its warm-up
 
     @property
     def rps(self) -> float:
@@ -175,6 +176,7 @@ def create_load(
         _percentile(lat, 0.5),
         _percentile(lat, 0.99),
         p99_from_due_ms=_percentile(doc["from_due_us"], 0.99),
+        warm_up_successes=doc["warm_up_ok"],
     )
 
 
