@@ -73,11 +73,32 @@ class CpuSplit:
 
 @dataclass(frozen=True)
 class Reading:
+    """CPU seconds so far; the difference of two is what a run spent, and
+    the sum of such differences what a row's rounds spent together."""
+
     service: float
     postgres: float | None
     load: float
     busy: float
     idle: float
+
+    def _combine(self, other: Reading, sign: int) -> Reading:
+        pg = (
+            None if self.postgres is None or other.postgres is None else self.postgres + sign * other.postgres
+        )
+        return Reading(
+            self.service + sign * other.service,
+            pg,
+            self.load + sign * other.load,
+            self.busy + sign * other.busy,
+            self.idle + sign * other.idle,
+        )
+
+    def __sub__(self, other: Reading) -> Reading:
+        return self._combine(other, -1)
+
+    def __add__(self, other: Reading) -> Reading:
+        return self._combine(other, 1)
 
 
 class CpuMeter:
@@ -91,18 +112,20 @@ class CpuMeter:
         return Reading(process_seconds(self._service_pids()), pg, load_tool_seconds(), busy, idle)
 
     def split_since(self, before: Reading, requests: int) -> CpuSplit:
-        now = self.read()
-        per = 1e6 / max(requests, 1)
-        pg = None if now.postgres is None or before.postgres is None else now.postgres - before.postgres
-        svc, load = now.service - before.service, now.load - before.load
-        busy, idle = now.busy - before.busy, now.idle - before.idle
-        return CpuSplit(
-            service_us=svc * per,
-            postgres_us=None if pg is None else pg * per,
-            load_us=load * per,
-            other_us=max(0.0, busy - svc - load - (pg or 0.0)) * per,
-            idle_share=idle / max(busy + idle, 1e-9),
-        )
+        return split(self.read() - before, requests)
+
+
+def split(spent: Reading, requests: int) -> CpuSplit:
+    """What runs spent (a difference of readings), per request."""
+    per = 1e6 / max(requests, 1)
+    pg = spent.postgres
+    return CpuSplit(
+        service_us=spent.service * per,
+        postgres_us=None if pg is None else pg * per,
+        load_us=spent.load * per,
+        other_us=max(0.0, spent.busy - spent.service - spent.load - (pg or 0.0)) * per,
+        idle_share=spent.idle / max(spent.busy + spent.idle, 1e-9),
+    )
 
 
 def postmaster_pid(data_dir: Path) -> int:

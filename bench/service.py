@@ -4,11 +4,15 @@ Starts its own PostgreSQL (durable: fsync on) or uses DATABASE_URL, starts the
 service with the benchmark's echo method, and loads it from other processes
 over loopback: per method and transport, at concurrency 1, 16 and 64,
 requests/s, p50, p99 (median of the rounds) and CPU µs per request spent by
-the service, PostgreSQL and the load tool. Ceilings measured in the same run:
-the database's (asyncpg INSERT … RETURNING and primary-key SELECT, no
-service) and the framework's (the echo method on the same servers). Then an
-open-loop run at 80 % of each row's c=16 peak for p99, and the scaling from
-one worker to all. The modules beside this one: fixture (database, service,
+the service, PostgreSQL and the load tool. Ceilings measured in the same run,
+in the same rounds: the database's (asyncpg INSERT … RETURNING and
+primary-key SELECT, no service) and the framework's (the echo method on the
+same servers). The rounds go round-robin at each concurrency (round r of every
+row, then of the database ceilings), and a ratio is the median over rounds of
+a row's round r over its ceiling's round r, so a noisy machine's drift hits
+both sides of a ratio alike. Then an open-loop run at 80 % of each row's c=16
+peak for p99, and the scaling from one worker to all, their rounds
+alternating. The modules beside this one: fixture (database, service,
 seed tokens), runs (one timed run and its checks), ceilings, report, cpu,
 load_tools and create_load.
 
@@ -26,11 +30,11 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.ceilings import db_ceiling
-from bench.cpu import CpuMeter, postmaster_pid
+from bench.ceilings import Ceiling, db_ceiling
+from bench.cpu import CpuMeter, Reading, postmaster_pid, split
 from bench.fixture import Fixture, Service, seed, service, setup
-from bench.load_tools import ensure_tools, median_result
-from bench.report import Row, cpu_line, table
+from bench.load_tools import Result, ensure_tools, median_result
+from bench.report import Row, cpu_line, paired_ratio, table
 from bench.runs import METHODS, TRANSPORTS, run_once
 from server.crypto.keyring import generate_keyring_json
 from server.embedded_pg import EmbeddedPostgres
@@ -48,25 +52,86 @@ async def checkpoint(dsn: str) -> None:
         await conn.close()
 
 
-def measure(
-    svc: Service,
-    meter: CpuMeter,
+def timed(
+    svc: Service, meter: CpuMeter, fixture: Fixture, method: str, transport: str, clients: int, seconds: float
+) -> tuple[Result, Reading]:
+    """One timed round after a CHECKPOINT (so the pages earlier Creates dirtied
+    are not written during it), and the CPU it cost."""
+    asyncio.run(checkpoint(fixture.dsn))
+    before = meter.read()
+    result = run_once(svc, fixture, method, transport, clients, seconds, warm_up=False)
+    return result, meter.read() - before
+
+
+def measure_block(
+    svc: Service, meter: CpuMeter, fixture: Fixture, clients: int, seconds: float, rounds: int
+) -> tuple[list[Row], list[Ceiling]]:
+    """Every method and transport at one concurrency, round-robin: round r of
+    every row, then round r of the database ceilings. A row and the ceiling
+    it is divided by (echo, or the database) run a minute apart at most, so
+    the drift of a shared, noisy machine hits both alike."""
+    keys = [(m, t) for t in TRANSPORTS for m in METHODS]
+    for method, transport in keys:  # warm-up, outside the CPU readings
+        run_once(svc, fixture, method, transport, clients, 0.3, warm_up=False)
+    results: dict[tuple[str, str], list[Result]] = {k: [] for k in keys}
+    spent: dict[tuple[str, str], list[Reading]] = {k: [] for k in keys}
+    ceilings = []
+    for _ in range(rounds):
+        for method, transport in keys:
+            result, cpu = timed(svc, meter, fixture, method, transport, clients, seconds)
+            results[(method, transport)].append(result)
+            spent[(method, transport)].append(cpu)
+        ceilings.append(asyncio.run(db_ceiling(fixture.dsn, clients, seconds, fixture.token_id)))
+    rows = [
+        Row(
+            method,
+            transport,
+            clients,
+            median_result(results[(method, transport)]),
+            split(
+                sum(spent[(method, transport)][1:], spent[(method, transport)][0]),
+                sum(r.requests for r in results[(method, transport)]),
+            ),
+            results[(method, transport)],
+        )
+        for method, transport in keys
+    ]
+    return rows, ceilings
+
+
+def scaling(
+    all_workers: Service,
+    one_worker: Service,
+    meters: tuple[CpuMeter, CpuMeter],
     fixture: Fixture,
-    method: str,
-    transport: str,
-    clients: int,
     seconds: float,
     rounds: int,
-) -> Row:
-    asyncio.run(checkpoint(fixture.dsn))
-    # Warm up outside the CPU reading: what it reads is the timed rounds only.
-    run_once(svc, fixture, method, transport, clients, 0.3, warm_up=False)
-    before = meter.read()
-    results = [
-        run_once(svc, fixture, method, transport, clients, seconds, warm_up=False) for _ in range(rounds)
-    ]
-    cpu = meter.split_since(before, sum(r.requests for r in results))
-    return Row(method, transport, clients, median_result(results), cpu)
+) -> tuple[Row, Row]:
+    """GetValue over Connect proto at c=64 on all workers and on one, the
+    rounds alternating (the idle service costs nothing) so both see the same
+    machine."""
+    services = (all_workers, one_worker)
+    results: tuple[list[Result], list[Result]] = ([], [])
+    spent: tuple[list[Reading], list[Reading]] = ([], [])
+    for svc in services:
+        run_once(svc, fixture, "GetValue", "connect-proto", 64, 0.3, warm_up=False)
+    for r in range(rounds):
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
+            result, cpu = timed(services[i], meters[i], fixture, "GetValue", "connect-proto", 64, seconds)
+            results[i].append(result)
+            spent[i].append(cpu)
+    first, second = (
+        Row(
+            "GetValue",
+            "connect-proto",
+            64,
+            median_result(results[i]),
+            split(sum(spent[i][1:], spent[i][0]), sum(x.requests for x in results[i])),
+            results[i],
+        )
+        for i in (0, 1)
+    )
+    return first, second
 
 
 def main() -> None:
@@ -93,17 +158,16 @@ def main() -> None:
         fixture = asyncio.run(setup(admin))
         print(f"hostauth bench: {args.workers} worker(s), {seconds}s x {rounds} round(s) per row", flush=True)
         rows: list[Row] = []
+        ceilings: dict[int, list[Ceiling]] = {}
         postmaster = postmaster_pid(pg.data_dir) if pg is not None else None
         with service(fixture, keyring, args.workers, folder) as svc:
             meter = CpuMeter(svc.pids, postmaster)
             seed(svc, fixture)
-            for method in METHODS:
-                for transport in TRANSPORTS:
-                    for clients in concurrencies:
-                        rows.append(measure(svc, meter, fixture, method, transport, clients, seconds, rounds))
-            ceilings = {
-                c: asyncio.run(db_ceiling(fixture.dsn, c, seconds, fixture.token_id)) for c in concurrencies
-            }
+            for clients in concurrencies:
+                block, ceilings[clients] = measure_block(svc, meter, fixture, clients, seconds, rounds)
+                rows.extend(block)
+            order = {(m, t): i for i, (m, t) in enumerate((m, t) for m in METHODS for t in TRANSPORTS)}
+            rows.sort(key=lambda r: (order[(r.method, r.transport)], r.clients))
             print(table(rows, ceilings), flush=True)
             print("\nopen loop at 80 % of the peak (c=16):")
             for row in rows:
@@ -121,28 +185,19 @@ def main() -> None:
                         f"  {row.method:<9}{row.transport:<15}{open_loop.rps:>8.0f} req/s"
                         f"  p99 {open_loop.p99_ms:.2f} ms  errors {open_loop.errors}{due}"
                     )
-            all_workers = next(
-                r for r in rows if (r.method, r.transport, r.clients) == ("GetValue", "connect-proto", 64)
-            )
-        if args.workers > 1:
-            with service(fixture, keyring, 1, folder) as one:
-                single = measure(
-                    one,
-                    CpuMeter(one.pids, postmaster),
-                    fixture,
-                    "GetValue",
-                    "connect-proto",
-                    64,
-                    seconds,
-                    rounds,
+            if args.workers > 1:
+                with service(fixture, keyring, 1, folder) as one:
+                    many, single = scaling(
+                        svc, one, (meter, CpuMeter(one.pids, postmaster)), fixture, seconds, max(rounds, 5)
+                    )
+                pairs = paired_ratio([r.rps for r in many.rounds], [r.rps for r in single.rounds])
+                print(
+                    f"\nscaling, GetValue over Connect proto at c=64, rounds alternating: "
+                    f"1 worker {single.result.rps:.0f}/s, {args.workers} workers {many.result.rps:.0f}/s: "
+                    f"{pairs:.2f}x (median of the paired rounds' ratios)"
                 )
-            print(
-                f"\nscaling, GetValue over Connect proto at c=64: 1 worker {single.result.rps:.0f}/s, "
-                f"{args.workers} workers {all_workers.result.rps:.0f}/s = "
-                f"{all_workers.result.rps / max(single.result.rps, 1):.2f}x"
-            )
-            print(cpu_line("1 worker", single))
-            print(cpu_line(f"{args.workers} workers", all_workers))
+                print(cpu_line("1 worker", single))
+                print(cpu_line(f"{args.workers} workers", many))
     finally:
         if pg is not None:
             pg.stop()

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+from bench.cpu import Reading, split
 from bench.fixture import seed, service, setup
 from bench.load_tools import Result
+from bench.report import paired_ratio
 from bench.runs import METHODS, TRANSPORTS, run_once
 from server.crypto.keyring import generate_keyring_json
 from tests.processes import ROOT
@@ -38,12 +41,36 @@ async def test_bench_smoke_prints_every_row(admin_dsn: str) -> None:
                 assert float(fields[3]) > 0  # requests per second
                 assert int(fields[6]) == 0, row[0]  # no failed request
     for clients in (1, 16, 64):
-        assert any(ln.startswith(f"database ceiling c={clients}:") for ln in lines)
+        assert any(ln.startswith(f"database ceiling c={clients} (median of 1 round(s)):") for ln in lines)
     assert any("open loop at 80 %" in ln for ln in lines)
     open_loop = [ln.split() for ln in lines if ln.startswith("  ") and "req/s  p99" in ln]
     assert {(f[0], f[1]) for f in open_loop} == {(m, t) for m in METHODS for t in TRANSPORTS}
     assert all(f[f.index("errors") + 1] == "0" for f in open_loop)
-    assert any(ln.startswith("scaling, GetValue") for ln in lines)
+    assert any(ln.startswith("scaling, GetValue") and "rounds alternating" in ln for ln in lines)
+
+
+def test_ratios_pair_each_round_with_the_same_round_of_its_ceiling() -> None:
+    # The machine slowed in round 2 and half-recovered in round 3, ceiling and
+    # row alike; the row is half its ceiling in two rounds of three. Paired,
+    # the median says 0.5; the medians of each side apart mix rounds (4.5 / 8).
+    rows, ceilings = [5.0, 2.5, 4.5], [10.0, 5.0, 8.0]
+    assert paired_ratio(rows, ceilings) == 0.5
+    assert statistics.median(rows) / statistics.median(ceilings) == 0.5625
+
+
+def test_cpu_readings_add_up_over_a_rows_rounds() -> None:
+    first = Reading(service=1.0, postgres=0.5, load=0.25, busy=2.0, idle=0.0) - Reading(
+        0.0, 0.0, 0.0, 0.0, 0.0
+    )
+    second = Reading(3.0, 1.5, 0.5, 5.0, 1.0) - Reading(2.0, 1.0, 0.25, 3.0, 0.0)
+    total = split(first + second, requests=1000)
+    assert total.service_us == 2000.0
+    assert total.postgres_us == 1000.0
+    assert total.load_us == 500.0
+    assert total.other_us == 500.0  # busy 4 s less what the three spent
+    assert total.idle_share == 0.2
+    external = Reading(1.0, None, 0.0, 1.0, 0.0) - Reading(0.0, None, 0.0, 0.0, 0.0)
+    assert split(external, 1).postgres_us is None
 
 
 async def test_bench_counts_grpc_errors_that_h2load_counts_as_successes(
