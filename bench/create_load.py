@@ -1,7 +1,7 @@
 """The Create load for `make bench`: every request a new host under one runner,
-which the fixed body of h2load cannot do. Over gRPC (closed loop on grpcio's
-futures client, the cheapest here; open loop on grpc.aio) or Connect (HTTP/1.1
-keep-alive connections, proto or JSON). Closed loop (CONCURRENCY callers, each
+which the fixed body of h2load cannot do. Over gRPC (HTTP/2 frames written
+directly, bench.grpc_wire) or Connect (HTTP/1.1 keep-alive connections, proto
+or JSON), one connection per client. Closed loop (CONCURRENCY callers, each
 sending when its last answer came) or, with RPS, open loop: requests are due
 at a fixed rate, at most CONCURRENCY in flight, and a latency counts from when
 a request was due too, so a stalled server cannot hide its queue. The first
@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import threading
 import time
 import uuid
 
-import grpc
 import uvloop
 from google.protobuf import json_format
 
+from bench.grpc_wire import GrpcConnection, Refused
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 
@@ -56,13 +55,10 @@ class Bodies:
                 b"",
             )  # field 3 (host), length-delimited
         self._n = 0
-        self._lock = threading.Lock()
 
     def next(self) -> bytes:
-        with self._lock:
-            self._n += 1
-            n = self._n
-        host = f"git-{n}.example.com".encode()
+        self._n += 1
+        host = f"git-{self._n}.example.com".encode()
         if self.encoding == "json":
             return self._head + host + self._tail
         return self._head + bytes((len(host),)) + host  # hosts here are shorter than 128 bytes
@@ -79,21 +75,17 @@ class Tally:
         self.from_due: list[int] = []
         self.errors = 0
         self.warm_up_ok = 0
-        self._lock = threading.Lock()
 
     def record(self, ok: bool, due_ns: int, sent_ns: int) -> None:
         if due_ns < self.counted_from:  # warm-up: not measured, but its rows are written
-            if ok:
-                with self._lock:
-                    self.warm_up_ok += 1
+            self.warm_up_ok += ok
             return
         now = time.perf_counter_ns()
-        with self._lock:
-            if ok:
-                self.latencies.append((now - sent_ns) // 1000)
-                self.from_due.append((now - due_ns) // 1000)
-            else:
-                self.errors += 1
+        if ok:
+            self.latencies.append((now - sent_ns) // 1000)
+            self.from_due.append((now - due_ns) // 1000)
+        else:
+            self.errors += 1
 
 
 def schedule(start: int, end: int, rps: float) -> list[int]:
@@ -101,73 +93,46 @@ def schedule(start: int, end: int, rps: float) -> list[int]:
     return list(range(start, end, interval))
 
 
-def run_grpc_closed_loop(
-    target: str, credential: str, bodies: Bodies, tally: Tally, clients: int, end: int
-) -> None:
-    """Closed loop on grpcio's futures client, its cheapest here: each call's
-    completion callback sends the client's next call."""
-    # A connection per client, as h2load makes: the server's workers share the
-    # port by connection, so one multiplexed connection would load one worker.
-    channels = [
-        grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(clients)
-    ]
-    calls = [channel.unary_unary(PATH) for channel in channels]  # bytes in, bytes out: no decoding
-    metadata = (("authorization", f"Bearer {credential}"),)
-    finished = threading.Semaphore(0)
-
-    def next_call(client: int) -> None:
-        sent = time.perf_counter_ns()
-        if sent >= end:
-            finished.release()
-            return
-
-        def done(future: grpc.Future) -> None:
-            tally.record(future.exception() is None, sent, sent)
-            next_call(client)
-
-        calls[client].future(bodies.next(), metadata=metadata).add_done_callback(done)
-
-    for client in range(clients):
-        next_call(client)
-    for _ in range(clients):
-        finished.acquire()
-    for channel in channels:
-        channel.close()
-
-
-async def run_grpc_open_loop(
+async def run_grpc(
     target: str, credential: str, bodies: Bodies, tally: Tally, clients: int, end: int, rps: float
 ) -> None:
-    """Open loop on grpc.aio: one thread schedules and completes the calls (the
-    futures client's threads fought a scheduling thread for the GIL, fell
-    behind the schedule and cost twice the CPU)."""
-    channels = [
-        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(clients)
-    ]
-    calls = [channel.unary_unary(PATH) for channel in channels]
-    metadata = (("authorization", f"Bearer {credential}"),)
-    due_times: asyncio.Queue[int] = asyncio.Queue()
+    """gRPC on bench.grpc_wire, a connection per client as h2load makes (the
+    server's workers share the port by connection): closed loop, or with rps
+    an open loop fed from one schedule."""
+    host, port = target.rsplit(":", 1)
+    metadata = {"authorization": f"Bearer {credential}"}
+    due: asyncio.Queue[int] | None = asyncio.Queue() if rps else None
 
-    async def caller(call: grpc.aio.UnaryUnaryMultiCallable) -> None:
-        while (at := await due_times.get()) < end:
+    async def caller() -> None:
+        conn = await GrpcConnection.open(host, int(port), PATH, metadata)
+        while True:
+            at = await due.get() if due is not None else time.perf_counter_ns()
+            if at >= end:
+                break
             sent = time.perf_counter_ns()
             try:
-                await call(bodies.next(), metadata=metadata)
-                ok = True
-            except grpc.aio.AioRpcError:
+                ok = await conn.call(bodies.next())
+            except Refused:
                 ok = False
+                conn.close()
+                conn = await GrpcConnection.open(host, int(port), PATH, metadata)
             tally.record(ok, at, sent)
+        conn.close()
 
-    callers = [asyncio.ensure_future(caller(call)) for call in calls]
-    for at in schedule(tally.started, end, rps):
-        await asyncio.sleep(max(0.0, (at - time.perf_counter_ns()) / 1e9))
-        due_times.put_nowait(at)
-    for _ in callers:
-        due_times.put_nowait(end)
+    callers = [asyncio.ensure_future(caller()) for _ in range(clients)]
+    if due is not None:
+        await feed(due, tally.started, end, rps, len(callers))
     await asyncio.gather(*callers)
-    for channel in channels:
-        await channel.close()
+
+
+async def feed(due: asyncio.Queue[int], start: int, end: int, rps: float, callers: int) -> None:
+    """Put each request's due time on the queue when it comes, then an end
+    for every caller."""
+    for at in schedule(start, end, rps):
+        await asyncio.sleep(max(0.0, (at - time.perf_counter_ns()) / 1e9))
+        due.put_nowait(at)
+    for _ in range(callers):
+        due.put_nowait(end)
 
 
 async def run_connect(
@@ -210,11 +175,7 @@ async def run_connect(
         return
     queue: asyncio.Queue[int] = asyncio.Queue()
     callers = [asyncio.ensure_future(caller(queue)) for _ in range(clients)]
-    for at in schedule(tally.started, end, rps):
-        await asyncio.sleep(max(0.0, (at - time.perf_counter_ns()) / 1e9))
-        queue.put_nowait(at)
-    for _ in callers:
-        queue.put_nowait(end)
+    await feed(queue, tally.started, end, rps, len(callers))
     await asyncio.gather(*callers)
 
 
@@ -227,10 +188,8 @@ def main() -> None:
     start = time.perf_counter_ns()
     tally = Tally(start, start + int(warm_up_s * 1e9))
     end = tally.counted_from + int(seconds * 1e9)
-    if transport == "grpc" and not rps:
-        run_grpc_closed_loop(target, credential, bodies, tally, clients, end)
-    elif transport == "grpc":
-        uvloop.run(run_grpc_open_loop(target, credential, bodies, tally, clients, end, rps))
+    if transport == "grpc":
+        uvloop.run(run_grpc(target, credential, bodies, tally, clients, end, rps))
     else:
         uvloop.run(run_connect(target, credential, bodies, tally, clients, end, rps))
     elapsed = (time.perf_counter_ns() - tally.counted_from) / 1e9

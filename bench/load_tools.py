@@ -164,10 +164,10 @@ def create_load(
     warm_up: bool = True,
 ) -> Result:
     args = [target, transport, credential, runner, str(clients), str(seconds), str(rps), str(int(warm_up))]
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.create_load", *args], capture_output=True, text=True, check=True
-    ).stdout
-    doc = json.loads(out)
+    done = subprocess.run([sys.executable, "-m", "bench.create_load", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.create_load failed: {done.stderr[-2000:]}")
+    doc = json.loads(done.stdout)
     lat = doc["latencies_us"]
     return Result(
         doc["count"],

@@ -11,8 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hpack
+
 from bench.cpu import Reading, split
 from bench.fixture import seed, service, setup
+from bench.grpc_wire import header_block
 from bench.load_tools import Result
 from bench.report import paired_ratio
 from bench.runs import METHODS, TRANSPORTS, run_once
@@ -47,6 +50,44 @@ async def test_bench_smoke_prints_every_row(admin_dsn: str) -> None:
     assert {(f[0], f[1]) for f in open_loop} == {(m, t) for m in METHODS for t in TRANSPORTS}
     assert all(f[f.index("errors") + 1] == "0" for f in open_loop)
     assert any(ln.startswith("scaling, GetValue") and "rounds alternating" in ln for ln in lines)
+
+
+def test_grpc_wire_header_block_decodes_to_the_request_headers() -> None:
+    block = header_block("127.0.0.1:5000", "/a.B/C", {"authorization": "Bearer hak_x", "x-long": "v" * 300})
+    assert hpack.Decoder().decode(block) == [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "127.0.0.1:5000"),
+        (":path", "/a.B/C"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("authorization", "Bearer hak_x"),
+        ("x-long", "v" * 300),  # a length past the 7-bit prefix
+    ]
+
+
+async def test_bench_grpc_create_load_counts_successes_and_refusals(admin_dsn: str, tmp_path: Path) -> None:
+    """bench.grpc_wire does not decode the response headers: a call counts
+    as a success by its message, and every success must have written a row."""
+
+    def run() -> tuple[Result, Result, Result]:
+        fixture = asyncio.run(setup(admin_dsn))
+        tmp_path.chmod(0o755)
+        with service(fixture, generate_keyring_json("bench-test"), 1, tmp_path) as svc:
+            closed = run_once(svc, fixture, "Create", "grpc", 4, 0.5)
+            open_loop = run_once(svc, fixture, "Create", "grpc", 4, 0.5, rps=200)
+            refused = run_once(
+                svc, dataclasses.replace(fixture, key="hak_" + "x" * 43), "Create", "grpc", 2, 0.5
+            )
+        return closed, open_loop, refused
+
+    closed, open_loop, refused = await asyncio.to_thread(run)
+    for good in (closed, open_loop):
+        assert good.requests > 0
+        assert good.errors == 0
+    assert 80 <= open_loop.requests <= 101  # 200/s for 0.5 s
+    assert refused.requests > 0
+    assert refused.errors == refused.requests
 
 
 def test_ratios_pair_each_round_with_the_same_round_of_its_ceiling() -> None:
