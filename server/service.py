@@ -16,7 +16,7 @@ from uuid import UUID, uuid4
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 from server.auth.caller import Call
-from server.crypto import DecryptionError, Sealer, SecretContext, key_id_of
+from server.crypto import DecryptionError, Sealer, SecretContext
 from server.cursor import CursorCodec
 from server.errors import (
     Aborted,
@@ -134,8 +134,8 @@ class HostAuthService:
     # -- helpers -------------------------------------------------------------
 
     async def _seal_one(self, token_id: UUID, field: str, value: str) -> Sealed:
-        blob = await self._sealer.seal(value.encode(), SecretContext(str(token_id), field))
-        return Sealed(Ciphertext(blob), key_id_of(blob))
+        blob, key_id = await self._sealer.seal_keyed(value.encode(), SecretContext(str(token_id), field))
+        return Sealed(Ciphertext(blob), key_id)
 
     async def _seal(self, token_id: UUID, token: str, refresh_token: str) -> SealedSecrets:
         return SealedSecrets(

@@ -11,6 +11,8 @@ import pytest
 from gitpod.v1 import identity_pb2
 from server.auth.api_key_cache import CachedApiKeys
 from server.auth.api_keys import hash_api_key, new_api_key
+from server.auth.authenticator import Authenticator
+from server.errors import Unauthenticated
 from server.store import ApiKeyRow, ApiKeyStore
 from tests.cli import run_cli
 from tests.lifecycle import create, get_value, list_page
@@ -109,5 +111,36 @@ async def test_keys_are_cached_until_a_revocation_is_notified(pool: asyncpg.Pool
                 break
             await asyncio.sleep(0.02)
         assert await cache.find_active(hash_api_key(key)) is None
+    finally:
+        await cache.close()
+
+
+async def test_an_authenticated_key_is_refused_once_revoked(pool: asyncpg.Pool) -> None:
+    """The Authenticator keeps each key's Caller, but the lookup still runs on
+    every call: a key revoked after use is refused on its next call."""
+    cache = CachedApiKeys(ApiKeyStore(pool))
+    await cache.start()
+    try:
+        auth = Authenticator(cache, None)
+        key = remember(new_api_key())
+        subject = uuid4()
+        key_id = await ApiKeyStore(pool).create(
+            hash_api_key(key), identity_pb2.PRINCIPAL_RUNNER, subject, ("secrets:read",)
+        )
+        first = await auth.authenticate(f"Bearer {key}", None, "GetHostAuthenticationToken")
+        second = await auth.authenticate(f"Bearer {key}", None, "GetHostAuthenticationToken")
+        assert first.caller == second.caller
+        assert first.caller.principal == identity_pb2.PRINCIPAL_RUNNER
+        assert first.caller.subject_id == subject
+        assert first.caller.credential_id == f"api_key:{key_id}"
+        assert first.caller.grants == frozenset({"secrets:read"})
+        assert first.request_id != second.request_id
+        assert await ApiKeyStore(pool).revoke(key_id)
+        for _ in range(50):  # the notification arrives within moments
+            if await cache.find_active(hash_api_key(key)) is None:
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate(f"Bearer {key}", None, "GetHostAuthenticationToken")
     finally:
         await cache.close()

@@ -123,12 +123,18 @@ class Sealer:
         self._primary = key_id
 
     async def seal(self, plaintext: bytes, context: SecretContext) -> bytes:
+        return (await self.seal_keyed(plaintext, context))[0]
+
+    async def seal_keyed(self, plaintext: bytes, context: SecretContext) -> tuple[bytes, str]:
+        """The ciphertext and the id of the key it was sealed under (the
+        primary may change while a key service is asked for a data key)."""
         key_id = self._primary
         header = _header(key_id)
-        dek, wrapped = await self._keys.new_data_key(key_id, header + context.associated_data(), context)
+        associated = context.associated_data()
+        dek, wrapped = await self._keys.new_data_key(key_id, header + associated, context)
         nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(dek).encrypt(nonce, plaintext, bytes((VERSION_1,)) + context.associated_data())
-        return header + _LEN.pack(len(wrapped)) + wrapped + nonce + sealed
+        sealed = AESGCM(dek).encrypt(nonce, plaintext, bytes((VERSION_1,)) + associated)
+        return header + _LEN.pack(len(wrapped)) + wrapped + nonce + sealed, key_id
 
     async def _dek(self, parsed: _Parsed, context: SecretContext) -> bytes:
         try:
