@@ -6,7 +6,6 @@ server.errors; the gRPC and Connect adapters only translate.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Awaitable
 from datetime import UTC
@@ -82,19 +81,21 @@ def resolve_subject(
 
 
 def to_message(record: TokenRecord) -> pb.HostAuthenticationToken:
-    """A stored token's metadata as the API returns it (never a secret)."""
-    msg = pb.HostAuthenticationToken(
-        id=str(record.id),
-        runner_id=str(record.runner_id),
-        host=record.host,
-        source=record.source,  # type: ignore[arg-type]
-        integration_id=str(record.integration_id) if record.integration_id else "",
-        scopes=record.scopes,
-    )
+    """A stored token's metadata as the API returns it (never a secret).
+    Fields at their default are left unset rather than set to it: a List page
+    makes 25 of these, and every keyword costs."""
+    msg = pb.HostAuthenticationToken(id=str(record.id), runner_id=str(record.runner_id), host=record.host)
+    if record.source:
+        msg.source = record.source  # type: ignore[assignment]
+    if record.integration_id:
+        msg.integration_id = str(record.integration_id)
+    if record.scopes:
+        msg.scopes.extend(record.scopes)
     subject_id = str(record.subject_id) if record.subject_id else ""
     if subject_id or record.subject_principal:
-        msg.subject.id = subject_id
-        msg.subject.principal = record.subject_principal  # type: ignore[assignment]
+        subject = msg.subject
+        subject.id = subject_id
+        subject.principal = record.subject_principal  # type: ignore[assignment]
     if subject_id and record.subject_principal == identity_pb2.PRINCIPAL_USER:
         msg.user_id = subject_id
     if record.expires_at is not None:
@@ -242,11 +243,11 @@ class HostAuthService:
                 existing = await db.find_id(record.runner_id, record.subject_id, record.host)
                 if existing is None:
                     continue  # deleted in between: insert again
-                record = dataclasses.replace(record, id=existing)
+                record = record._replace(id=existing)
                 sealed = await self._seal(existing, req.token, req.refresh_token)
                 if await db.replace(record, sealed, self._event(call, Action.CREATE, existing, "ok")):
                     break
-            record = dataclasses.replace(record, id=uuid4())
+            record = record._replace(id=uuid4())
         else:
             raise Aborted("the token was changed concurrently too often; retry the request")
         return pb.CreateHostAuthenticationTokenResponse(token=to_message(record))

@@ -151,7 +151,7 @@ async def test_a_batch_with_an_existing_triple_skips_only_that_row(pool: asyncpg
     runner = uuid4()
     first = _new_token(runner, "dup.example.com")
     assert await store.insert(first)
-    again = NewToken(dataclasses.replace(first.record, id=uuid4()), first.secrets, first.audit)
+    again = NewToken(first.record._replace(id=uuid4()), first.secrets, first.audit)
     others = [_new_token(runner, f"o{i}.example.com") for i in range(6)]
     outcomes = await asyncio.gather(*(store.insert(r) for r in [*others[:3], again, *others[3:]]))
     assert outcomes == [True, True, True, False, True, True, True]
