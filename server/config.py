@@ -61,6 +61,9 @@ class Settings:
     heartbeat_s: float = 2.0
     # Serving processes; several share the ports (SO_REUSEPORT).
     workers: int = 1
+    # Pin worker i to the i-th CPU this process may use (wrapping around), so
+    # the workers do not migrate between cores and evict each other's caches.
+    pin_workers: bool = True
     # Database connections per serving process.
     db_pool_size: int = 10
     # Serve the benchmark's echo method (make bench only).
@@ -96,12 +99,24 @@ class Settings:
             kms_cache_size=int(_seconds(env, "HOSTAUTH_KMS_CACHE_SIZE", 10_000)),
             kms_cache_ttl_s=_seconds(env, "HOSTAUTH_KMS_CACHE_TTL_S", 300.0),
             workers=int(_seconds(env, "HOSTAUTH_WORKERS", float(os.cpu_count() or 1))),
+            pin_workers=_switch(env, "HOSTAUTH_PIN_WORKERS", default=True),
             db_pool_size=int(_seconds(env, "HOSTAUTH_DB_POOL_SIZE", 10)),
             bench_echo=env.get("HOSTAUTH_BENCH_ECHO") == "1",
         )
         if settings.database_url is None and not dev:
             raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")
         return settings
+
+
+def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off (1/0, true/false), got {value!r}")
 
 
 def _jwt_settings(env: Mapping[str, str]) -> JwtSettings | None:

@@ -178,6 +178,11 @@ async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: st
         assert started is not None
         pids = [int(p) for p in started.group(1).split(", ")]
         assert all(_alive(pid) for pid in pids)
+        # Pinned in turn to the CPUs the service may use, every thread too.
+        allowed = sorted(os.sched_getaffinity(0))
+        for i, pid in enumerate(pids):
+            for thread in os.listdir(f"/proc/{pid}/task"):
+                assert os.sched_getaffinity(int(thread)) == {allowed[i % len(allowed)]}
         server.proc.kill()  # SIGKILL: the supervisor gets no chance to clean up
         server.proc.wait()
         for _ in range(100):
@@ -188,3 +193,17 @@ async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: st
     finally:
         if server.proc.poll() is None:
             server.stop()
+
+
+async def test_workers_are_left_unpinned_when_asked(admin_dsn: str, log_dir: Path) -> None:
+    dsn = await create_database(admin_dsn)
+    env = {"DATABASE_URL": dsn, "HOSTAUTH_KEYRING": TEST_KEYRING_JSON, "HOSTAUTH_PIN_WORKERS": "off"}
+    server = start_server(log_dir, env, args=("--workers", "2"))
+    try:
+        await wait_serving(server)
+        started = re.search(r"started 2 worker\(s\): ([\d, ]+)", server.log.read_text())
+        assert started is not None
+        for pid in (int(p) for p in started.group(1).split(", ")):
+            assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)
+    finally:
+        server.stop()
