@@ -28,14 +28,17 @@ class Running:
         return f"http://{self.http}"
 
 
-def _listen(addr: Address, *, reuse_port: bool) -> socket.socket:
+def bind_http(addr: Address, *, reuse_port: bool) -> socket.socket:
+    """The HTTP port, bound but not listening: the ASGI server listens on it
+    (or, granian, binds its own and this one is closed). A listening socket in
+    a SO_REUSEPORT group takes its share of new connections at once, and
+    closing it would reset the ones queued on it."""
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:  # worker processes share the port; the kernel spreads connections
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((addr.host, addr.port))
-    sock.listen(1024)
     sock.setblocking(False)
     return sock
 
@@ -56,7 +59,7 @@ async def serve(
         raise OSError(f"cannot listen for gRPC on {settings.grpc_addr}")
     # The HTTP socket is bound here, not by the ASGI server, so that port 0
     # (tests) resolves to a known port before anyone connects.
-    sock = _listen(settings.http_addr, reuse_port=reuse_port)
+    sock = bind_http(settings.http_addr, reuse_port=reuse_port)
     http_port = sock.getsockname()[1]
     app = build_connect_app(
         core, auth, max_message_bytes=settings.max_message_bytes, bench_echo=settings.bench_echo

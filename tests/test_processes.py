@@ -12,6 +12,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import asyncpg
+import httpx
 import pytest
 
 from gitpod.v1 import identity_pb2
@@ -205,5 +206,44 @@ async def test_workers_are_left_unpinned_when_asked(admin_dsn: str, log_dir: Pat
         assert started is not None
         for pid in (int(p) for p in started.group(1).split(", ")):
             assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)
+    finally:
+        server.stop()
+
+
+async def test_new_connections_while_workers_start_are_not_reset(admin_dsn: str, log_dir: Path) -> None:
+    """Each worker binds the HTTP port before its ASGI server takes over. Had
+    that socket listened, it would have taken a share of new connections in a
+    SO_REUSEPORT group and reset them when it closed for granian's own."""
+    dsn = await create_database(admin_dsn)
+    server = start_server(
+        log_dir, {"DATABASE_URL": dsn, "HOSTAUTH_KEYRING": TEST_KEYRING_JSON}, args=("--workers", "3")
+    )
+    url = (
+        f"http://127.0.0.1:{server.http_port}/gitpod.v1.RunnerConfigurationService/GetHostAuthenticationToken"
+    )
+    answered, reset = 0, 0
+    all_up_at: float | None = None
+    loop = asyncio.get_running_loop()
+    try:
+        deadline = loop.time() + 60
+        # A new connection per request, from before the first worker serves
+        # until a second after the last one said it does.
+        async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            while loop.time() < deadline and (all_up_at is None or loop.time() < all_up_at + 1):
+                if all_up_at is None and server.log.read_text().count("serving Connect") == 3:
+                    all_up_at = loop.time()
+                try:
+                    response = await client.post(
+                        url, content=b"{}", headers={"content-type": "application/json"}
+                    )
+                    assert response.status_code == 401  # no credential: a whole answer
+                    answered += 1
+                except httpx.ConnectError:  # nobody listening yet
+                    await asyncio.sleep(0.005)
+                except (httpx.ReadError, httpx.RemoteProtocolError):  # accepted, then reset
+                    reset += 1
+        assert all_up_at is not None
+        assert answered > 0
+        assert reset == 0
     finally:
         server.stop()

@@ -19,7 +19,7 @@ async def _granian(app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
     from granian.server.embed import Server
 
     host, port = sock.getsockname()[:2]
-    sock.close()  # granian binds the port itself (SO_REUSEPORT on Linux)
+    sock.close()  # never listened on; granian binds the port itself (SO_REUSEPORT on Linux)
     server = Server(
         app, address=host, port=port, interface=Interfaces.ASGINL, http=HTTPModes.auto, log_enabled=False
     )
@@ -39,6 +39,7 @@ async def _uvicorn(app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
         server.should_exit = True
 
     stopper = asyncio.create_task(_stop())
+    sock.listen(1024)
     try:
         await server.serve(sockets=[sock])
     finally:
@@ -50,6 +51,7 @@ async def _hypercorn(app: Any, sock: socket.socket, stop: asyncio.Event) -> None
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
+    sock.listen(1024)
     config = Config()
     # Hypercorn wraps the descriptor in its own socket object and closes it.
     config.bind = [f"fd://{sock.detach()}"]
