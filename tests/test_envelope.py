@@ -45,6 +45,16 @@ async def test_round_trip_and_self_describing_header() -> None:
     assert await s.open(blob, CTX) == SECRET
 
 
+async def test_seal_keyed_names_the_key_it_sealed_under() -> None:
+    s = sealer("k1", "k2", primary="k1")
+    blob, key_id = await s.seal_keyed(SECRET, CTX)
+    assert key_id == key_id_of(blob) == "k1"
+    s.set_primary("k2")
+    blob, key_id = await s.seal_keyed(SECRET, CTX)
+    assert key_id == key_id_of(blob) == "k2"
+    assert await s.open(blob, CTX) == SECRET
+
+
 async def test_fresh_data_key_and_nonce_per_seal() -> None:
     s = sealer()
     a, b = await s.seal(SECRET, CTX), await s.seal(SECRET, CTX)
