@@ -22,7 +22,7 @@ class Row:
 
 def paired_ratio(rates: list[float], ceilings: list[float]) -> float:
     """The median of round r's rate over round r's ceiling: the two ran
-    minutes apart at most, so drift on a shared machine hits both alike."""
+    about a minute apart at most, so drift on a shared machine hits both alike."""
     return statistics.median(r / max(c, 1e-9) for r, c in zip(rates, ceilings, strict=True))
 
 

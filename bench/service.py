@@ -63,6 +63,18 @@ def timed(
     return result, meter.read() - before
 
 
+def row_of(method: str, transport: str, clients: int, results: list[Result], spent: list[Reading]) -> Row:
+    """A row from its rounds: the median round, and the CPU of all of them."""
+    return Row(
+        method,
+        transport,
+        clients,
+        median_result(results),
+        split(sum(spent[1:], spent[0]), sum(r.requests for r in results)),
+        results,
+    )
+
+
 def measure_block(
     svc: Service, meter: CpuMeter, fixture: Fixture, clients: int, seconds: float, rounds: int
 ) -> tuple[list[Row], list[Ceiling]]:
@@ -82,20 +94,7 @@ def measure_block(
             results[(method, transport)].append(result)
             spent[(method, transport)].append(cpu)
         ceilings.append(asyncio.run(db_ceiling(fixture.dsn, clients, seconds, fixture.token_id)))
-    rows = [
-        Row(
-            method,
-            transport,
-            clients,
-            median_result(results[(method, transport)]),
-            split(
-                sum(spent[(method, transport)][1:], spent[(method, transport)][0]),
-                sum(r.requests for r in results[(method, transport)]),
-            ),
-            results[(method, transport)],
-        )
-        for method, transport in keys
-    ]
+    rows = [row_of(m, t, clients, results[(m, t)], spent[(m, t)]) for m, t in keys]
     return rows, ceilings
 
 
@@ -120,17 +119,7 @@ def scaling(
             result, cpu = timed(services[i], meters[i], fixture, "GetValue", "connect-proto", 64, seconds)
             results[i].append(result)
             spent[i].append(cpu)
-    first, second = (
-        Row(
-            "GetValue",
-            "connect-proto",
-            64,
-            median_result(results[i]),
-            split(sum(spent[i][1:], spent[i][0]), sum(x.requests for x in results[i])),
-            results[i],
-        )
-        for i in (0, 1)
-    )
+    first, second = (row_of("GetValue", "connect-proto", 64, results[i], spent[i]) for i in (0, 1))
     return first, second
 
 
