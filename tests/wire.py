@@ -59,7 +59,9 @@ class Wire(Protocol):
     name: str
     credential: str | None
 
-    async def call(self, method: str, request: Message, response_type: type[M]) -> M: ...
+    async def call(
+        self, method: str, request: Message, response_type: type[M], *, timeout_s: float | None = None
+    ) -> M: ...
 
     def with_credential(self, credential: str | None) -> Wire: ...
 
@@ -82,10 +84,12 @@ class GrpcWire:
         other.credential = credential
         return other
 
-    async def call(self, method: str, request: Message, response_type: type[M]) -> M:
+    async def call(
+        self, method: str, request: Message, response_type: type[M], *, timeout_s: float | None = None
+    ) -> M:
         metadata = (("authorization", f"Bearer {self.credential}"),) if self.credential else ()
         try:
-            result = await getattr(self.stub, method)(request, metadata=metadata)
+            result = await getattr(self.stub, method)(request, metadata=metadata, timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise RpcError(exc.code().name.lower(), exc.details() or "") from None
         assert isinstance(result, response_type)
@@ -130,7 +134,9 @@ class ConnectWire:
         }
         return await self.http.get(f"/{SERVICE}/{method}", params=params, headers=self.auth_headers({}))
 
-    async def call(self, method: str, request: Message, response_type: type[M]) -> M:
+    async def call(
+        self, method: str, request: Message, response_type: type[M], *, timeout_s: float | None = None
+    ) -> M:
         if self.encoding == "json":
             body = json_format.MessageToJson(request).encode()
         else:
@@ -139,6 +145,8 @@ class ConnectWire:
             response = await self.get(method, body)
         else:
             headers = {"content-type": f"application/{self.encoding}", "connect-protocol-version": "1"}
+            if timeout_s is not None:
+                headers["connect-timeout-ms"] = str(round(timeout_s * 1000))
             response = await self.post(method, body, headers)
         if response.status_code != 200:
             raise connect_error(response)

@@ -1,0 +1,115 @@
+"""A call stuck on the database: a deadline cuts it short on every wire, and a
+client that leaves does not stop a write already on its way."""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+import asyncpg
+import pytest
+from google.protobuf.message import Message
+
+from gitpod.v1 import runner_configuration_pb2 as pb
+from server.app import Running
+from tests.lifecycle import create, get
+from tests.requests import create_request
+from tests.wire import SERVICE, RpcError, Wire
+
+DEADLINE_S = 0.3
+
+
+async def lock_tokens(dsn: str) -> asyncpg.Connection:
+    """A connection whose open transaction locks the tokens table: every
+    statement on it waits (writes, secret reads, Gets) until it closes."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("BEGIN; LOCK TABLE host_authentication_tokens IN ACCESS EXCLUSIVE MODE")
+    return conn
+
+
+def _requests(token_id: str) -> dict[str, tuple[Message, type[Message]]]:
+    return {
+        "CreateHostAuthenticationToken": (create_request(), pb.CreateHostAuthenticationTokenResponse),
+        "GetHostAuthenticationToken": (
+            pb.GetHostAuthenticationTokenRequest(id=token_id),
+            pb.GetHostAuthenticationTokenResponse,
+        ),
+        "GetHostAuthenticationTokenValue": (
+            pb.GetHostAuthenticationTokenValueRequest(id=token_id),
+            pb.GetHostAuthenticationTokenValueResponse,
+        ),
+    }
+
+
+BATCHED = ["CreateHostAuthenticationToken", "GetHostAuthenticationToken", "GetHostAuthenticationTokenValue"]
+
+
+@pytest.mark.parametrize("method", BATCHED)
+async def test_a_deadline_ends_a_call_stuck_on_the_database(
+    wire: Wire, database_dsn: str, method: str
+) -> None:
+    token = await create(wire)
+    request, response_type = _requests(token.id)[method]
+    locker = await lock_tokens(database_dsn)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RpcError) as raised:
+            # The client's own limit is far longer: on Connect, only the
+            # server's deadline can end this call in time.
+            await asyncio.wait_for(wire.call(method, request, response_type, timeout_s=DEADLINE_S), 10)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        await locker.close()  # ends the locking transaction
+    assert raised.value.code == "deadline_exceeded", raised.value
+    assert DEADLINE_S <= waited < 5
+    # Unlocked, the service answers again.
+    assert (await get(wire, token.id)).id == token.id
+
+
+async def _post_and_leave(running: Running, method: str, body: bytes, credential: str) -> None:
+    """A Connect proto POST over HTTP/1.1, closed before any answer comes."""
+    host, port = running.http.host, running.http.port
+    reader, writer = await asyncio.open_connection(host, port)
+    head = (
+        f"POST /{SERVICE}/{method} HTTP/1.1\r\nhost: {host}:{port}\r\n"
+        f"content-type: application/proto\r\nconnect-protocol-version: 1\r\n"
+        f"authorization: Bearer {credential}\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the request has reached the locked table
+    assert not reader.at_eof()  # no answer yet: the call is waiting
+    writer.transport.abort()  # a reset, not a polite close
+    await asyncio.sleep(0.1)
+
+
+async def test_a_create_whose_client_left_is_still_written_and_audited(
+    wires: dict[str, Wire], running: Running, admin_key: str, database_dsn: str
+) -> None:
+    req = create_request()
+    locker = await lock_tokens(database_dsn)
+    try:
+        await _post_and_leave(running, "CreateHostAuthenticationToken", req.SerializeToString(), admin_key)
+    finally:
+        await locker.close()  # the write goes on, with nobody to answer
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        for _ in range(100):
+            token_id: UUID | None = await conn.fetchval(
+                "SELECT id FROM host_authentication_tokens WHERE runner_id = $1", UUID(req.runner_id)
+            )
+            if token_id is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert token_id is not None
+        audited = await conn.fetchval(
+            "SELECT count(*) FROM audit_events WHERE token_id = $1 AND method = $2 AND outcome = 'ok'",
+            token_id,
+            "CreateHostAuthenticationToken",
+        )
+    finally:
+        await conn.close()
+    assert audited == 1
+    # Every wire still answers, the one that lost its client included.
+    for wire in wires.values():
+        assert (await get(wire, str(token_id))).runner_id == req.runner_id
