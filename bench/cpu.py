@@ -20,18 +20,21 @@ def _stat_fields(pid: int) -> list[str] | None:
         return None
 
 
-def process_seconds(pids: Iterable[int], *, reaped_children: bool = False) -> float:
-    """utime + stime of these processes (and, if asked, of their children
-    already waited for: PostgreSQL backends that have exited)."""
+def process_seconds(pids: Iterable[int]) -> float:
+    """utime + stime of these processes."""
     ticks = 0
     for pid in pids:
         fields = _stat_fields(pid)
-        if fields is None:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-        if reaped_children:
-            ticks += int(fields[13]) + int(fields[14])
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])
     return ticks * TICK_S
+
+
+def reaped_seconds(pid: int) -> float:
+    """utime + stime of the children this process has waited for (for the
+    postmaster: PostgreSQL backends that have exited)."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[13]) + int(fields[14])) * TICK_S
 
 
 def children_of(parent: int) -> list[int]:
@@ -44,8 +47,16 @@ def children_of(parent: int) -> list[int]:
     return found
 
 
-def postgres_seconds(postmaster: int) -> float:
-    return process_seconds([postmaster], reaped_children=True) + process_seconds(children_of(postmaster))
+def postgres_seconds(postmaster: int, *, scan: Callable[[int], list[int]] = children_of) -> float:
+    """The postmaster's CPU, its live backends' and its exited ones'. A backend
+    reaped while the live ones are being read would count in neither (one
+    that had spent 7 s did, once: a negative PostgreSQL CPU), so the reading
+    is taken again until no backend was reaped during it."""
+    while True:
+        reaped = reaped_seconds(postmaster)
+        live = process_seconds([postmaster, *scan(postmaster)])
+        if reaped_seconds(postmaster) == reaped:
+            return reaped + live
 
 
 def load_tool_seconds() -> float:

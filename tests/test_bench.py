@@ -9,11 +9,12 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import hpack
 
-from bench.cpu import Reading, split
+from bench.cpu import Reading, postgres_seconds, process_seconds, reaped_seconds, split
 from bench.fixture import seed, service, setup
 from bench.grpc_wire import header_block
 from bench.load_tools import Result
@@ -112,6 +113,25 @@ def test_cpu_readings_add_up_over_a_rows_rounds() -> None:
     assert total.idle_share == 0.2
     external = Reading(1.0, None, 0.0, 1.0, 0.0) - Reading(0.0, None, 0.0, 0.0, 0.0)
     assert split(external, 1).postgres_us is None
+
+
+def test_postgres_cpu_keeps_a_backend_reaped_while_it_is_read() -> None:
+    """This process stands in for the postmaster: a child that spent CPU and
+    exited is reaped in the middle of the reading, as a backend can be."""
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)  # exited, not yet reaped
+    reaped_before = reaped_seconds(os.getpid())
+
+    def scan_that_reaps(parent: int) -> list[int]:
+        if child.returncode is None:
+            child.wait()  # reaped between the two halves of the reading
+        return []
+
+    total = postgres_seconds(os.getpid(), scan=scan_that_reaps)
+    own = process_seconds([os.getpid()])
+    assert total - own - reaped_before >= 0.4  # the child's 0.5 s, counted once
 
 
 async def test_bench_counts_grpc_errors_that_h2load_counts_as_successes(
