@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 from server.auth.api_keys import hash_api_key, new_api_key
-from server.embedded_pg import die_with_parent
 from server.store import ApiKeyStore, connect_pool
 from tests.db import create_database
 from tests.processes import ROOT, free_port
@@ -73,19 +71,8 @@ def service(fixture: Fixture, keyring: str, workers: int, folder: Path) -> Itera
         "HOSTAUTH_WORKERS": str(workers),
     }
     with log.open("wb") as out:
-        # A session of its own, as a daemon under systemd or in a container
-        # runs: with the kernel's autogroup scheduling (on by default) a
-        # session is a CPU group, and sharing the load tool's left the
-        # service's workers behind PostgreSQL's backends (each its own
-        # session), with requests stalled up to 2 s at full load.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(signal.SIGTERM),  # out of our group, so bound to us this way
+            [sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     svc = Service(proc, http, grpc_port, log)
     try:

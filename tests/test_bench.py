@@ -134,35 +134,6 @@ def test_postgres_cpu_keeps_a_backend_reaped_while_it_is_read() -> None:
     assert total - own - reaped_before >= 0.4  # the child's 0.5 s, counted once
 
 
-_HOLD_A_SERVICE = """
-import asyncio, sys, tempfile, time
-from pathlib import Path
-from bench.fixture import service, setup
-from server.crypto.keyring import generate_keyring_json
-folder = Path(tempfile.mkdtemp())
-folder.chmod(0o755)
-with service(asyncio.run(setup(sys.argv[1])), generate_keyring_json("held"), 2, folder) as svc:
-    print(*svc.pids(), flush=True)
-    time.sleep(120)
-"""
-
-
-def test_the_bench_service_has_its_own_session_and_dies_with_the_bench(admin_dsn: str) -> None:
-    bench = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_A_SERVICE, admin_dsn], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    assert bench.stdout is not None
-    pids = [int(p) for p in bench.stdout.readline().split()]
-    assert len(pids) == 3  # the supervisor and two workers
-    assert all(os.getsid(p) == pids[0] != os.getsid(bench.pid) for p in pids)
-    bench.kill()  # no cleanup runs
-    bench.wait()
-    deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(Path(f"/proc/{p}").exists() for p in pids)
-
-
 async def test_bench_counts_grpc_errors_that_h2load_counts_as_successes(
     admin_dsn: str, tmp_path: Path
 ) -> None:
