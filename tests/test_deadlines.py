@@ -77,8 +77,8 @@ async def _post_and_leave(running: Running, method: str, body: bytes, credential
     )
     writer.write(head.encode() + body)
     await writer.drain()
-    await asyncio.sleep(0.2)  # the request has reached the locked table
-    assert not reader.at_eof()  # no answer yet: the call is waiting
+    with pytest.raises(TimeoutError):  # no answer: the call waits on the locked table
+        await asyncio.wait_for(reader.read(1), 0.3)
     writer.transport.abort()  # a reset, not a polite close
     await asyncio.sleep(0.1)
 
