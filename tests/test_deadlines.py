@@ -14,14 +14,14 @@ from gitpod.v1 import runner_configuration_pb2 as pb
 from server.app import Running
 from tests.lifecycle import create, get
 from tests.requests import create_request, secret
-from tests.wire import SERVICE, RpcError, Wire
+from tests.wire import SERVICE, GrpcWire, RpcError, Wire
 
 DEADLINE_S = 0.3
 
 
 async def lock_tokens(dsn: str) -> asyncpg.Connection:
     """A connection whose open transaction locks the tokens table: every
-    statement on it waits (writes, secret reads, Gets) until it closes."""
+    statement on it waits until the connection closes."""
     conn = await asyncpg.connect(dsn)
     await conn.execute("BEGIN; LOCK TABLE host_authentication_tokens IN ACCESS EXCLUSIVE MODE")
     return conn
@@ -127,16 +127,31 @@ async def test_a_create_whose_client_left_is_still_written_and_audited(
         assert (await get(wire, str(token_id))).runner_id == req.runner_id
 
 
+async def _grpc_call_and_leave(wire: Wire, method: str, request: Message, credential: str) -> None:
+    """A gRPC call cancelled by its client before any answer comes."""
+    assert isinstance(wire, GrpcWire)
+    call = getattr(wire.stub, method)(request, metadata=(("authorization", f"Bearer {credential}"),))
+    await asyncio.sleep(0.3)
+    assert not call.done()  # no answer: the call waits on the locked table
+    call.cancel()  # the client leaves: grpc.aio cancels the call on the server
+    await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("wire_name", ["grpc", "connect-proto"])
 async def test_an_update_whose_client_left_is_still_applied(
-    wires: dict[str, Wire], running: Running, admin_key: str, database_dsn: str
+    wires: dict[str, Wire], running: Running, admin_key: str, database_dsn: str, wire_name: str
 ) -> None:
-    wire = wires["connect-proto"]
+    wire = wires[wire_name]
     token = await create(wire)
     new_value = secret("gho_")
     req = pb.UpdateHostAuthenticationTokenRequest(id=token.id, token=new_value)
     locker = await lock_tokens(database_dsn)
     try:
-        await _post_and_leave(running, "UpdateHostAuthenticationToken", req.SerializeToString(), admin_key)
+        if wire_name == "grpc":
+            await _grpc_call_and_leave(wire, "UpdateHostAuthenticationToken", req, admin_key)
+        else:
+            body = req.SerializeToString()
+            await _post_and_leave(running, "UpdateHostAuthenticationToken", body, admin_key)
     finally:
         await locker.close()  # the update goes on, with nobody to answer
     read = pb.GetHostAuthenticationTokenValueRequest(id=token.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RunnerConfigurationService"].full
 
 Context = grpc.aio.ServicerContext
 
+# grpc.aio cancels a call whose client leaves. An Update or a Delete already
+# under way is finished instead, as on Connect (server/transport/connect.py),
+# so a departed client's write has the same outcome on every wire. Create
+# already runs in a statement shared with other requests, which completes.
+_FINISHED_WHEN_LEFT = frozenset({"UpdateHostAuthenticationToken", "DeleteHostAuthenticationToken"})
+
 
 async def _call(
     auth: Authenticator,
@@ -45,6 +52,8 @@ async def _call(
         # status: initial metadata of its own would be a separate send (14 %
         # of a Get over gRPC, measured). An abort keeps trailers set here.
         context.set_trailing_metadata((("x-request-id", call.request_id),))
+        if name in _FINISHED_WHEN_LEFT:
+            return await asyncio.shield(method(request, call))
         return await method(request, call)
     except Exception as exc:  # noqa: BLE001 # every failure becomes a status
         code, message = classify(name, exc)
