@@ -60,6 +60,17 @@ METHODS = list(_requests(str(UUID(int=0))))
 async def test_a_deadline_ends_a_call_stuck_on_the_database(
     wire: Wire, database_dsn: str, method: str
 ) -> None:
+    await _stuck_until_the_deadline(wire, database_dsn, method)
+
+
+@pytest.mark.parametrize("method", ["GetHostAuthenticationToken", "ListHostAuthenticationTokens"])
+async def test_a_deadline_ends_a_connect_get_stuck_on_the_database(
+    wires: dict[str, Wire], database_dsn: str, method: str
+) -> None:
+    await _stuck_until_the_deadline(wires["connect-get"], database_dsn, method)
+
+
+async def _stuck_until_the_deadline(wire: Wire, database_dsn: str, method: str) -> None:
     token = await create(wire)
     request, response_type = _requests(token.id)[method]
     locker = await lock_tokens(database_dsn)

@@ -124,7 +124,7 @@ class ConnectWire:
     async def post(self, method: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
         return await self.http.post(f"/{SERVICE}/{method}", content=body, headers=self.auth_headers(headers))
 
-    async def get(self, method: str, message: bytes) -> httpx.Response:
+    async def get(self, method: str, message: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
         """Connect GET: the message in the URL, as the current SDK sends Get and List."""
         params = {
             "connect": "v1",
@@ -132,7 +132,8 @@ class ConnectWire:
             "base64": "1",
             "message": base64.urlsafe_b64encode(message).rstrip(b"=").decode(),
         }
-        return await self.http.get(f"/{SERVICE}/{method}", params=params, headers=self.auth_headers({}))
+        headers = self.auth_headers(headers or {})
+        return await self.http.get(f"/{SERVICE}/{method}", params=params, headers=headers)
 
     async def call(
         self, method: str, request: Message, response_type: type[M], *, timeout_s: float | None = None
@@ -141,13 +142,12 @@ class ConnectWire:
             body = json_format.MessageToJson(request).encode()
         else:
             body = request.SerializeToString()
+        deadline = {} if timeout_s is None else {"connect-timeout-ms": str(round(timeout_s * 1000))}
         if self.use_get and method in NO_SIDE_EFFECTS:
-            response = await self.get(method, body)
+            response = await self.get(method, body, deadline)
         else:
             headers = {"content-type": f"application/{self.encoding}", "connect-protocol-version": "1"}
-            if timeout_s is not None:
-                headers["connect-timeout-ms"] = str(round(timeout_s * 1000))
-            response = await self.post(method, body, headers)
+            response = await self.post(method, body, {**headers, **deadline})
         if response.status_code != 200:
             raise connect_error(response)
         assert response.headers["content-type"] == f"application/{self.encoding}"
