@@ -71,7 +71,8 @@ async def test_a_deadline_ends_a_connect_get_stuck_on_the_database(
 
 
 async def _stuck_until_the_deadline(wire: Wire, database_dsn: str, method: str) -> None:
-    token = await create(wire)
+    created = create_request()
+    token = await create(wire, created)
     request, response_type = _requests(token.id)[method]
     locker = await lock_tokens(database_dsn)
     try:
@@ -85,8 +86,15 @@ async def _stuck_until_the_deadline(wire: Wire, database_dsn: str, method: str) 
         await locker.close()  # ends the locking transaction
     assert raised.value.code == "deadline_exceeded", raised.value
     assert DEADLINE_S <= waited < 5
-    # Unlocked, the service answers again (a Delete may have gone through).
-    await create(wire)
+    # A write past its deadline is called off on every wire: once unlocked,
+    # the token is as it was.
+    await asyncio.sleep(0.3)
+    value = await wire.call(
+        "GetHostAuthenticationTokenValue",
+        pb.GetHostAuthenticationTokenValueRequest(id=token.id),
+        pb.GetHostAuthenticationTokenValueResponse,
+    )
+    assert value.token == created.token
 
 
 async def _post_and_leave(running: Running, method: str, body: bytes, credential: str) -> None:

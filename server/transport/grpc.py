@@ -33,7 +33,19 @@ Context = grpc.aio.ServicerContext
 # under way is finished instead, as on Connect (server/transport/connect.py),
 # so a departed client's write has the same outcome on every wire. Create
 # already runs in a statement shared with other requests, which completes.
+# A deadline still calls it off, as on Connect.
 _FINISHED_WHEN_LEFT = frozenset({"UpdateHostAuthenticationToken", "DeleteHostAuthenticationToken"})
+
+
+async def _finished_unless_late(work: Awaitable[Res], context: Context[Any, Any]) -> Res:
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:  # the deadline, not the client, ended the call
+            task.cancel()
+        raise
 
 
 async def _call(
@@ -53,7 +65,7 @@ async def _call(
         # of a Get over gRPC, measured). An abort keeps trailers set here.
         context.set_trailing_metadata((("x-request-id", call.request_id),))
         if name in _FINISHED_WHEN_LEFT:
-            return await asyncio.shield(method(request, call))
+            return await _finished_unless_late(method(request, call), context)
         return await method(request, call)
     except Exception as exc:  # noqa: BLE001 # every failure becomes a status
         code, message = classify(name, exc)
