@@ -7,6 +7,7 @@ so each Connect Create can carry a new (runner, subject, host).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -29,6 +30,7 @@ class Result:
     data_bytes: int = 0  # h2load: response DATA bytes received (gRPC: the messages)
     p99_from_due_ms: float = 0.0  # open loop, bench.create_load: from when a request was due
     warm_up_successes: int = 0  # bench.create_load: calls that succeeded during its warm-up
+    sent_together: float = 0.0  # h2load: share of requests sent within 200 µs of the one before
 
     @property
     def rps(self) -> float:
@@ -64,14 +66,41 @@ def h2load(
     http1: bool,
     rps: float = 0,
     warm_up: bool = True,
+    in_phase: bool = False,
 ) -> Result:
+    """One run of h2load; with rps, an open loop at that total rate.
+
+    h2load starts every client's --rps timer on the same tick, so its open
+    loop sends a burst of one request per client at once, once per client's
+    period (measured: at c=16, bursts of 16 within 0.3 ms). Unless in_phase,
+    the clients connect one a millisecond (-r 1; whole milliseconds are the
+    finest it takes), which spreads their ticks over the period, as
+    bench.create_load spreads its own requests. -r excludes -D, so such a run
+    is counted in requests, and its warm-up is a run of its own.
+    """
+    spread = bool(rps) and not in_phase
+    if spread and warm_up:
+        h2load(
+            url,
+            body,
+            headers,
+            clients=clients,
+            seconds=0.3,
+            http1=http1,
+            rps=rps,
+            warm_up=False,
+            in_phase=True,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         data, log = Path(tmp, "body"), Path(tmp, "log")
         data.write_bytes(body)
-        duration = f"{int(seconds * 1000)}ms"
-        args = ["h2load", "-c", str(clients), "-m", "1", "-D", duration]
-        if warm_up:  # its traffic totals still count the warm-up's bytes
-            args += ["--warm-up-time", "300ms"]
+        args = ["h2load", "-c", str(clients), "-m", "1"]
+        if spread:
+            args += ["-n", str(max(clients, round(rps * seconds))), "-r", "1", "--rate-period", "1ms"]
+        else:
+            args += ["-D", f"{int(seconds * 1000)}ms"]
+            if warm_up:  # its traffic totals still count the warm-up's bytes
+                args += ["--warm-up-time", "300ms"]
         args += ["-d", str(data), "--log-file", str(log)]
         if http1:
             args.append("--h1")
@@ -80,20 +109,23 @@ def h2load(
         for name, value in headers.items():
             args += ["-H", f"{name}: {value}"]
         out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
-        latencies, bad = [], 0
+        latencies, starts, bad = [], [], 0
         for line in log.read_text().splitlines():
-            _, status, micros = line.split("\t")[:3]
+            start, status, micros = line.split("\t")[:3]
             if status == "0":
                 continue  # still in flight when the timed window closed
             if status != "200":
                 bad += 1
             latencies.append(int(micros))
+            starts.append(int(start))
     finished = re.search(r"finished in ([\d.]+)(m?s)", out)
     seconds_taken = (
         float(finished.group(1)) / (1000 if finished and finished.group(2) == "ms" else 1)
         if finished
         else seconds
     )
+    if warm_up and not spread:  # h2load's "finished in" counts the warm-up; its log does not
+        seconds_taken -= 0.3
     # "failed" also counts requests cut off when the window closed; errored
     # and timed-out ones are real failures.
     errored = re.search(r"(\d+) errored, (\d+) timeout", out)
@@ -106,7 +138,14 @@ def h2load(
         _percentile(latencies, 0.5),
         _percentile(latencies, 0.99),
         int(data.group(1)) if data else 0,
+        sent_together=_sent_together(starts),
     )
+
+
+def _sent_together(starts: list[int]) -> float:
+    """The share of requests sent within 200 µs of the one before them."""
+    close = sum(1 for a, b in itertools.pairwise(sorted(starts)) if b - a < 200)
+    return close / len(starts) if starts else 0.0
 
 
 def wrk(url: str, script: str, *, clients: int, seconds: float) -> Result:

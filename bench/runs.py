@@ -87,8 +87,11 @@ def run_once(
     rps: float = 0,
     *,
     warm_up: bool = True,
+    in_phase: bool = False,
 ) -> Result:
-    """One timed run; with warm_up, 0.3 s of the same load first, not counted."""
+    """One timed run; with warm_up, 0.3 s of the same load first, not counted.
+    With rps, an open loop whose requests are spread over time, or, on
+    h2load's rows with in_phase, sent as h2load sends them (bench.load_tools)."""
     if method == "Create":
         return create_run(svc, fixture, transport, clients, seconds, rps, warm_up=warm_up)
     path, message = request_for(method, fixture)
@@ -102,7 +105,15 @@ def run_once(
         if warm_up:
             h2load(url, body, headers, clients=clients, seconds=0.3, http1=False, rps=rps, warm_up=False)
         result = h2load(
-            url, body, headers, clients=clients, seconds=seconds, http1=False, rps=rps, warm_up=False
+            url,
+            body,
+            headers,
+            clients=clients,
+            seconds=seconds,
+            http1=False,
+            rps=rps,
+            warm_up=False,
+            in_phase=in_phase,
         )
         return with_grpc_failures(result, grpc_response_bytes(svc, fixture, path, message))
     encoding = transport.split("-")[1]
@@ -119,6 +130,7 @@ def run_once(
         http1=True,
         rps=rps,
         warm_up=warm_up,
+        in_phase=in_phase,
     )
 
 

@@ -158,7 +158,7 @@ def main() -> None:
             order = {(m, t): i for i, (m, t) in enumerate((m, t) for m in METHODS for t in TRANSPORTS)}
             rows.sort(key=lambda r: (order[(r.method, r.transport)], r.clients))
             print(table(rows, ceilings), flush=True)
-            print("\nopen loop at 80 % of the peak (c=16):")
+            print("\nopen loop at 80 % of the peak (c=16), requests spread over time:")
             for row in rows:
                 if row.clients == 16 and row.result.rps > 0:
                     asyncio.run(checkpoint(fixture.dsn))
