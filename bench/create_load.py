@@ -23,10 +23,10 @@ import uvloop
 from google.protobuf import json_format
 
 from bench.grpc_wire import GrpcConnection, Refused
+from bench.load_tools import WARM_UP_S
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 
-WARM_UP_S = 0.3
 PATH = "/gitpod.v1.RunnerConfigurationService/CreateHostAuthenticationToken"
 _HOST = "HOST-PLACEHOLDER"
 

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+WARM_UP_S = 0.3  # the load tools' warm-up before a timed run, not counted
+
 
 @dataclass
 class Result:
@@ -85,7 +87,7 @@ def h2load(
             body,
             headers,
             clients=clients,
-            seconds=0.3,
+            seconds=WARM_UP_S,
             http1=http1,
             rps=rps,
             warm_up=False,
@@ -100,7 +102,7 @@ def h2load(
         else:
             args += ["-D", f"{int(seconds * 1000)}ms"]
             if warm_up:  # its traffic totals still count the warm-up's bytes
-                args += ["--warm-up-time", "300ms"]
+                args += ["--warm-up-time", f"{int(WARM_UP_S * 1000)}ms"]
         args += ["-d", str(data), "--log-file", str(log)]
         if http1:
             args.append("--h1")
@@ -125,7 +127,7 @@ def h2load(
         else seconds
     )
     if warm_up and not spread:  # h2load's "finished in" counts the warm-up; its log does not
-        seconds_taken -= 0.3
+        seconds_taken -= WARM_UP_S
     # "failed" also counts requests cut off when the window closed; errored
     # and timed-out ones are real failures.
     errored = re.search(r"(\d+) errored, (\d+) timeout", out)
@@ -225,4 +227,13 @@ def median_result(results: list[Result]) -> Result:
     return ranked[len(ranked) // 2]
 
 
-__all__ = ["Result", "create_load", "ensure_tools", "h2load", "median_result", "statistics", "wrk"]
+__all__ = [
+    "WARM_UP_S",
+    "Result",
+    "create_load",
+    "ensure_tools",
+    "h2load",
+    "median_result",
+    "statistics",
+    "wrk",
+]

@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 
 from bench.fixture import Fixture, Service
-from bench.load_tools import Result, create_load, h2load, wrk
+from bench.load_tools import WARM_UP_S, Result, create_load, h2load, wrk
 from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.bench.v1 import echo_pb2
 
@@ -103,7 +103,9 @@ def run_once(
         # Warm up in a run of its own: the DATA bytes of the measured run must
         # be its own for the success count below.
         if warm_up:
-            h2load(url, body, headers, clients=clients, seconds=0.3, http1=False, rps=rps, warm_up=False)
+            h2load(
+                url, body, headers, clients=clients, seconds=WARM_UP_S, http1=False, rps=rps, warm_up=False
+            )
         result = h2load(
             url,
             body,
@@ -151,7 +153,7 @@ def create_run(
                 f"http://127.0.0.1:{svc.http}",
                 create_lua(fixture.key, transport.split("-")[1], str(uuid.uuid4())),
                 clients=clients,
-                seconds=0.3,
+                seconds=WARM_UP_S,
             )
         result = wrk(
             f"http://127.0.0.1:{svc.http}",
