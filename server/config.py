@@ -74,9 +74,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, dev: bool = False) -> Settings:
         http_server = env.get("HOSTAUTH_HTTP_SERVER", "granian")
-        if http_server not in ("hypercorn", "uvicorn", "granian"):
+        if http_server not in ("hypercorn", "uvicorn", "granian", "granian-asgi"):
             raise ConfigError(
-                f"HOSTAUTH_HTTP_SERVER must be hypercorn, granian or uvicorn, got {http_server!r}"
+                "HOSTAUTH_HTTP_SERVER must be granian, granian-asgi, hypercorn or uvicorn,"
+                f" got {http_server!r}"
             )
         settings = cls(
             http_addr=Address.parse(

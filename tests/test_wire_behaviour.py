@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import grpc
+import httpx
 import pytest
 
 from gitpod.v1 import runner_configuration_pb2 as pb
@@ -109,6 +111,46 @@ async def test_two_mib_body_is_resource_exhausted(wire: Wire) -> None:
         await wire.call(CREATE, req, pb.CreateHostAuthenticationTokenResponse)
     assert caught.value.code == "resource_exhausted"
     assert "xxxx" not in caught.value.message
+
+
+async def _in_chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def test_connect_body_of_no_announced_length_is_read_in_chunks(wires: dict[str, Wire]) -> None:
+    """A chunked body (no content-length) reaches connectrpc part by part
+    (server/transport/rsgi_bridge.py): a small one is answered, and an
+    oversized one refused."""
+    wire = connect_wire(wires, "connect-proto")
+    headers = wire.auth_headers({"content-type": "application/proto"})
+    small = create_request()
+    response = await wire.http.post(
+        f"/{SERVICE}/{CREATE}", content=_in_chunks(small.SerializeToString(), 7), headers=headers
+    )
+    assert response.status_code == 200, response.text
+    created = pb.CreateHostAuthenticationTokenResponse.FromString(response.content).token
+    assert (created.runner_id, created.host) == (small.runner_id, small.host)
+    big = create_request(token="z" * (2 << 20)).SerializeToString()
+    response = await wire.http.post(
+        f"/{SERVICE}/{CREATE}", content=_in_chunks(big, 64 << 10), headers=headers
+    )
+    assert connect_error(response).code == "resource_exhausted"
+
+
+async def test_connect_over_h2c(running: Running, admin_key: str) -> None:
+    """Connect over HTTP/2 without TLS (prior knowledge), as buf curl and
+    HTTP/2 clients send it: the same answer as over HTTP/1.1."""
+    request = create_request()
+    async with httpx.AsyncClient(base_url=running.http_url, http1=False, http2=True) as client:
+        response = await client.post(
+            f"/{SERVICE}/{CREATE}",
+            content=request.SerializeToString(),
+            headers={"content-type": "application/proto", "authorization": f"Bearer {admin_key}"},
+        )
+    assert response.http_version == "HTTP/2"
+    assert response.status_code == 200, response.text
+    assert pb.CreateHostAuthenticationTokenResponse.FromString(response.content).token.host == request.host
 
 
 @pytest.mark.parametrize("encoding", ["json", "proto"])

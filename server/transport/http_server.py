@@ -1,10 +1,12 @@
 """The ASGI server under the Connect app.
 
 granian by default: measured here with this service at 2x hypercorn's rate for
-GetValue and 4x for the echo floor (docs/benchmarks.md). Connect unary needs
-no trailers, so granian's lack of them does not matter; gRPC is served by
-grpc.aio on its own port. hypercorn and uvicorn stay selectable
-(HOSTAUTH_HTTP_SERVER) for comparison.
+GetValue and 4x for the echo floor (docs/benchmarks.md), and on its native
+interface (RSGI, server/transport/rsgi_bridge.py) faster again than on its
+ASGI one. Connect unary needs no trailers, so granian's lack of them does not
+matter; gRPC is served by grpc.aio on its own port. granian over ASGI
+("granian-asgi"), hypercorn and uvicorn stay selectable (HOSTAUTH_HTTP_SERVER)
+for comparison.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import asyncio
 import socket
 from typing import Any
 
+from server.transport.rsgi_bridge import AsgiOverRsgi
 
-async def _granian(app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
+
+async def _granian(app: Any, sock: socket.socket, stop: asyncio.Event, *, native: bool = True) -> None:
     from granian.constants import HTTPModes, Interfaces
     from granian.server.embed import Server
 
     host, port = sock.getsockname()[:2]
     sock.close()  # never listened on; granian binds the port itself (SO_REUSEPORT on Linux)
+    target, interface = (AsgiOverRsgi(app), Interfaces.RSGI) if native else (app, Interfaces.ASGINL)
     server = Server(
-        app, address=host, port=port, interface=Interfaces.ASGINL, http=HTTPModes.auto, log_enabled=False
+        target, address=host, port=port, interface=interface, http=HTTPModes.auto, log_enabled=False
     )
     serving = asyncio.create_task(server.serve())
     await stop.wait()
@@ -62,7 +67,11 @@ async def _hypercorn(app: Any, sock: socket.socket, stop: asyncio.Event) -> None
     await serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
 
 
-SERVERS = {"granian": _granian, "uvicorn": _uvicorn, "hypercorn": _hypercorn}
+async def _granian_asgi(app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
+    await _granian(app, sock, stop, native=False)
+
+
+SERVERS = {"granian": _granian, "granian-asgi": _granian_asgi, "uvicorn": _uvicorn, "hypercorn": _hypercorn}
 
 
 async def serve_asgi(kind: str, app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
