@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 import hpack
+import pytest
 
+from bench import load_tools
 from bench.cpu import Reading, postgres_seconds, process_seconds, reaped_seconds, split
 from bench.fixture import seed, service, setup
 from bench.grpc_wire import header_block
@@ -180,3 +182,21 @@ async def test_bench_open_loop_spreads_its_requests_and_keeps_its_rate(
     assert spread.sent_together < 0.4  # (0.12-0.2 measured: handshakes can line two up)
     for result in (spread, together):
         assert 180 <= result.rps <= 210, result  # 200/s for 1 s
+
+
+def test_create_load_output_that_is_not_json_is_reported_with_its_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full run once failed on create_load's JSON with nothing to go on:
+    the error now shows where the output broke."""
+    broken = '{"count": 3, "latencies_us": [12' + "\n" + "34, 56]}"
+
+    def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 0, stdout=broken, stderr="")
+
+    monkeypatch.setattr(load_tools.subprocess, "run", run)
+    with pytest.raises(RuntimeError) as caught:
+        load_tools.create_load("127.0.0.1:1", "grpc", "hak_x", "r", clients=1, seconds=0.1)
+    assert "not its JSON" in str(caught.value)
+    assert "12\\n34" in str(caught.value)  # the place it broke, as it was
+    assert f"{len(broken)} characters" in str(caught.value)
