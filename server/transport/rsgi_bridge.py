@@ -20,6 +20,12 @@ from typing import Any
 # that connectrpc refuses an oversized message as it arrives.
 READ_WHOLE_MAX = 1 << 20
 
+# What the app left of a body (it refused the message as too large, or before
+# reading it) is still read, up to this much, and dropped: a client that sends
+# its whole request before it reads the answer, as most do, would otherwise
+# meet a reset connection and lose the answer with it.
+DRAIN_MAX = 16 << 20
+
 
 class AsgiOverRsgi:
     __slots__ = ("_app",)
@@ -48,7 +54,10 @@ class AsgiOverRsgi:
             "server": (server_host, int(server_port or 0)),
         }
         call = _Call(protocol, _announced_length(scope.headers.get("content-length")))
-        await self._app(asgi_scope, call.receive, call.send)
+        try:
+            await self._app(asgi_scope, call.receive, call.send)
+        finally:
+            await call.drain()
 
 
 def _announced_length(value: str | None) -> int | None:
@@ -85,6 +94,19 @@ class _Call:
         except RuntimeError:  # granian's RSGIProtocolClosed and RSGIProtocolError: the client left
             self._body_done = True
             return {"type": "http.disconnect"}
+
+    async def drain(self) -> None:
+        if self._body_done:
+            return
+        self._body_done = True
+        if self._chunks is None:
+            self._chunks = self._protocol.__aiter__()
+        left = DRAIN_MAX
+        try:
+            while left > 0:
+                left -= len(await self._chunks.__anext__())
+        except (StopAsyncIteration, RuntimeError):  # the end, or the client left
+            pass
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
