@@ -139,6 +139,24 @@ async def test_connect_body_of_no_announced_length_is_read_in_chunks(wires: dict
     assert connect_error(response).code == "resource_exhausted"
 
 
+async def test_odd_bytes_in_a_path_or_a_header_are_answered_not_an_internal_error(
+    wires: dict[str, Wire],
+) -> None:
+    """Percent-escapes that are not Latin-1 in a path, and a header value that
+    is not UTF-8: a 404 and an invalid_argument, never a 500 (the RSGI bridge
+    once answered those paths with a bare 500)."""
+    wire = connect_wire(wires, "connect-json")
+    for path in (f"/{SERVICE}/%E2%82%AC", "/%FF%FE"):
+        response = await wire.http.post(path, content=b"{}", headers={"content-type": "application/json"})
+        assert response.status_code == 404, path
+    response = await wire.http.post(
+        f"/{SERVICE}/GetHostAuthenticationToken",
+        content=b"{}",
+        headers={**wire.auth_headers({"content-type": "application/json"}), "x-request-id": b"caf\xe9"},
+    )
+    assert connect_error(response).code == "invalid_argument"
+
+
 async def test_connect_over_h2c(running: Running, admin_key: str) -> None:
     """Connect over HTTP/2 without TLS (prior knowledge), as buf curl and
     HTTP/2 clients send it: the same answer as over HTTP/1.1."""

@@ -46,14 +46,16 @@ class AsgiOverRsgi:
             "method": scope.method,
             "scheme": scope.scheme,
             "path": scope.path,
-            "raw_path": scope.path.encode("latin-1"),
             "query_string": scope.query_string.encode("latin-1"),
             "root_path": "",
             "headers": headers,
             "client": (client_host, int(client_port or 0)),
             "server": (server_host, int(server_port or 0)),
         }
-        call = _Call(protocol, _announced_length(scope.headers.get("content-length")))
+        # A GET or HEAD carries no body (Connect GET has its message in the
+        # URL): nothing to drain, and no await for it.
+        bodiless = scope.method in ("GET", "HEAD")
+        call = _Call(protocol, _announced_length(scope.headers.get("content-length")), drained=bodiless)
         try:
             await self._app(asgi_scope, call.receive, call.send)
         finally:
@@ -65,12 +67,22 @@ def _announced_length(value: str | None) -> int | None:
 
 
 class _Call:
-    __slots__ = ("_announced", "_body_done", "_chunks", "_headers", "_parts", "_protocol", "_status")
+    __slots__ = (
+        "_announced",
+        "_body_done",
+        "_chunks",
+        "_drained",
+        "_headers",
+        "_parts",
+        "_protocol",
+        "_status",
+    )
 
-    def __init__(self, protocol: Any, announced: int | None) -> None:
+    def __init__(self, protocol: Any, announced: int | None, *, drained: bool = False) -> None:
         self._protocol = protocol
         self._announced = announced
         self._body_done = False
+        self._drained = drained
         self._chunks: Any = None  # the body's chunks, when it is streamed
         self._status = 500
         self._headers: list[tuple[str, str]] = []
@@ -96,9 +108,9 @@ class _Call:
             return {"type": "http.disconnect"}
 
     async def drain(self) -> None:
-        if self._body_done:
+        if self._body_done or self._drained:
             return
-        self._body_done = True
+        self._body_done = self._drained = True
         if self._chunks is None:
             self._chunks = self._protocol.__aiter__()
         left = DRAIN_MAX
