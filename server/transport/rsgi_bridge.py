@@ -2,12 +2,13 @@
 
 granian's ASGI interface awaits its Rust side for every receive() and send()
 (three per unary call); RSGI reads a body in one await and writes a response
-in one plain call. Measured A/B, rounds alternating, c=64: the echo's service
-CPU 106 -> 81 µs a request (+24 % rate), GetValue +20 %, Create +10 %, Get at
-c=16 +16 %. A Connect unary call needs no more of ASGI than one request body
-and one response, which is all this bridge gives: a response is written once
-its last body part is sent, and receive() goes quiet after the body, as
-ConnectApp's own wrapper makes it on other servers (server/transport/connect.py).
+in one plain call. Measured A/B, rounds alternating, two sittings: the echo
++24 % and +10 % (service CPU 106 -> 81 and 103 -> 93 µs a request), GetValue
++20 % and +7 %, Create +10 % and +16 %. A Connect unary call needs no more
+of ASGI than one request body and one response, which is all this bridge
+gives: a response is written once its last body part is sent, and receive()
+goes quiet after the body, as ConnectApp's own wrapper makes it on other
+servers (server/transport/connect.py).
 """
 
 from __future__ import annotations
