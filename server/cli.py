@@ -42,6 +42,7 @@ from server.keys import load_keyring, load_keys
 from server.runtime import database
 from server.service import HostAuthService
 from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key, list_audit
+from server.store.coalesce import batches_in_flight_per_worker
 from server.store.encryption_keys import KeyStore
 from server.workers import supervise
 
@@ -77,14 +78,21 @@ async def run_server(settings: Settings, dsn: str, *, worker: bool = False) -> N
             await ensure_dev_api_key(settings, api_keys)
         cached_keys = CachedApiKeys(api_keys)
         await cached_keys.start()
-        core = HostAuthService(TokenStore(pool), sealer, CursorCodec(await cursor_key(pool)))
+        batches = batches_in_flight_per_worker(settings.workers)
+        store = TokenStore(pool, batches_in_flight=batches)
+        core = HostAuthService(store, sealer, CursorCodec(await cursor_key(pool)))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with serve(core, Authenticator(cached_keys, jwt), settings, reuse_port=worker) as running:
             freeze_startup_heap()
-            log.info("serving Connect on %s and gRPC on %s", running.http_url, running.grpc)
+            log.info(
+                "serving Connect on %s and gRPC on %s; database batches of a kind in flight: %d",
+                running.http_url,
+                running.grpc,
+                batches,
+            )
             await stop.wait()
             log.info("shutting down")
         await cached_keys.close()
@@ -237,11 +245,11 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(run(args, dsn))
             elif args.worker:
                 asyncio.run(run_server(settings, dsn, worker=True))
-            elif (args.workers or settings.workers) > 1:
+            elif (workers := args.workers or settings.workers) > 1:
                 asyncio.run(prepare(settings, dsn))
-                return supervise(dataclasses.replace(settings, workers=args.workers or settings.workers), dsn)
-            else:
-                asyncio.run(run_server(settings, dsn))
+                return supervise(dataclasses.replace(settings, workers=workers), dsn)
+            else:  # one process: all the batches in flight are its own
+                asyncio.run(run_server(dataclasses.replace(settings, workers=1), dsn))
     except KeyAdminError as exc:
         print(f"hostauth: {exc}", file=sys.stderr)
         return 1

@@ -49,7 +49,9 @@ def _worker_setup(cpu: int | None) -> Callable[[], None]:
 
 
 def supervise(settings: Settings, dsn: str) -> int:
-    env = {**os.environ, "DATABASE_URL": dsn}
+    # The workers learn how many they are (serve --workers may differ from the
+    # environment): each takes its share of the database's batches.
+    env = {**os.environ, "DATABASE_URL": dsn, "HOSTAUTH_WORKERS": str(settings.workers)}
     if settings.dev and settings.keyring_json is None and settings.keyring_file is None:
         env["HOSTAUTH_KEYRING_FILE"] = str((settings.data_dir / DEV_KEYRING_NAME).absolute())
     cpus = worker_cpus(settings.workers) if settings.pin_workers else [None] * settings.workers

@@ -14,7 +14,7 @@ import pytest
 
 from gitpod.v1 import identity_pb2
 from server.store import AuditEvent, NewToken, Sealed, SealedSecrets, SecretRead, TokenRecord, TokenStore
-from server.store.coalesce import Coalescer
+from server.store.coalesce import SERVICE_BATCHES_IN_FLIGHT, Coalescer, batches_in_flight_per_worker
 from server.store.token_rows import Ciphertext
 
 
@@ -101,6 +101,26 @@ async def test_a_cancelled_caller_leaves_the_write_and_its_neighbours_alone() ->
     assert await third == 40
     assert second.cancelled()
     assert rec.batches == [[0], [2, 4]]  # the cancelled caller's write still went
+
+
+@pytest.mark.parametrize(("workers", "each"), [(1, 2), (2, 1), (3, 1), (8, 1)])
+def test_the_workers_share_the_batches_in_flight_and_each_keeps_one(workers: int, each: int) -> None:
+    assert SERVICE_BATCHES_IN_FLIGHT == 2
+    assert batches_in_flight_per_worker(workers) == each
+
+
+async def test_one_batch_in_flight_holds_the_next_until_it_is_done() -> None:
+    rec = Recorder()
+    rec.gate.clear()
+    coalescer: Coalescer[int, int] = Coalescer(rec.flush, max_in_flight=1, max_batch=64)
+    first = asyncio.ensure_future(coalescer.submit(0))
+    await asyncio.sleep(0.01)
+    rest = [asyncio.ensure_future(coalescer.submit(i * 2)) for i in range(1, 6)]
+    await asyncio.sleep(0.01)
+    assert rec.batches == [[0]]  # the others wait for the batch in flight
+    rec.gate.set()
+    assert await asyncio.gather(first, *rest) == [i * 20 for i in range(6)]
+    assert rec.batches == [[0], [2, 4, 6, 8, 10]]
 
 
 def _new_token(runner: UUID, host: str) -> NewToken:

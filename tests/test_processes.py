@@ -143,11 +143,15 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: str, log_dir: Path) -> None:
+async def _serving(admin_dsn: str, log_dir: Path, workers: int, **env: str) -> tuple[str, ServerProcess]:
+    """A fresh database and `serve --workers N` on it, env added."""
     dsn = await create_database(admin_dsn)
-    server = start_server(
-        log_dir, {"DATABASE_URL": dsn, "HOSTAUTH_KEYRING": TEST_KEYRING_JSON}, args=("--workers", "3")
-    )
+    env = {"DATABASE_URL": dsn, "HOSTAUTH_KEYRING": TEST_KEYRING_JSON, **env}
+    return dsn, start_server(log_dir, env, args=("--workers", str(workers)))
+
+
+async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: str, log_dir: Path) -> None:
+    dsn, server = await _serving(admin_dsn, log_dir, 3, HOSTAUTH_WORKERS="1")
     try:
         await wait_serving(server)
         pool = await connect_pool(dsn, min_size=1, max_size=1)
@@ -179,6 +183,9 @@ async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: st
         assert started is not None
         pids = [int(p) for p in started.group(1).split(", ")]
         assert all(_alive(pid) for pid in pids)
+        # Each worker knows how many share the database, whatever
+        # HOSTAUTH_WORKERS or the CPU count say, and takes one batch of a kind.
+        assert server.log.read_text().count("database batches of a kind in flight: 1\n") == 3
         # Pinned in turn to the CPUs the service may use, every thread too.
         allowed = sorted(os.sched_getaffinity(0))
         for i, pid in enumerate(pids):
@@ -196,10 +203,18 @@ async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: st
             server.stop()
 
 
+async def test_a_lone_process_keeps_all_the_batches_in_flight(admin_dsn: str, log_dir: Path) -> None:
+    _, server = await _serving(admin_dsn, log_dir, 1, HOSTAUTH_WORKERS="4")
+    try:
+        await wait_serving(server)
+    finally:
+        log = server.stop()
+    assert "started" not in log  # no supervisor
+    assert "database batches of a kind in flight: 2\n" in log
+
+
 async def test_workers_are_left_unpinned_when_asked(admin_dsn: str, log_dir: Path) -> None:
-    dsn = await create_database(admin_dsn)
-    env = {"DATABASE_URL": dsn, "HOSTAUTH_KEYRING": TEST_KEYRING_JSON, "HOSTAUTH_PIN_WORKERS": "off"}
-    server = start_server(log_dir, env, args=("--workers", "2"))
+    _, server = await _serving(admin_dsn, log_dir, 2, HOSTAUTH_PIN_WORKERS="off")
     try:
         await wait_serving(server)
         started = re.search(r"started 2 worker\(s\): ([\d, ]+)", server.log.read_text())
@@ -214,10 +229,7 @@ async def test_new_connections_while_workers_start_are_not_reset(admin_dsn: str,
     """Each worker binds the HTTP port before its ASGI server takes over. Had
     that socket listened, it would have taken a share of new connections in a
     SO_REUSEPORT group and reset them when it closed for granian's own."""
-    dsn = await create_database(admin_dsn)
-    server = start_server(
-        log_dir, {"DATABASE_URL": dsn, "HOSTAUTH_KEYRING": TEST_KEYRING_JSON}, args=("--workers", "3")
-    )
+    _, server = await _serving(admin_dsn, log_dir, 3)
     url = (
         f"http://127.0.0.1:{server.http_port}/gitpod.v1.RunnerConfigurationService/GetHostAuthenticationToken"
     )

@@ -20,11 +20,26 @@ R = TypeVar("R")
 # A flush returns, per item, its result or the exception for that item alone.
 Flush = Callable[[Sequence[T]], Awaitable[Sequence[R | BaseException]]]
 
+# Batches of one kind the database works on at once, across all the workers:
+# one being written while the next forms. More, smaller batches cost more
+# commits and wake-ups for the same rows: with two workers, one batch in
+# flight each instead of two took Create and GetValue 4-11 % and Get over
+# gRPC 22 % further, with PostgreSQL's CPU a request down by 10-50 %, and
+# open-loop p99 no worse (measured with make bench's loads, rounds alternating).
+SERVICE_BATCHES_IN_FLIGHT = 2
+
+
+def batches_in_flight_per_worker(workers: int) -> int:
+    """One worker's share of SERVICE_BATCHES_IN_FLIGHT, at least one."""
+    return max(1, SERVICE_BATCHES_IN_FLIGHT // max(1, workers))
+
 
 class Coalescer(Generic[T, R]):
     __slots__ = ("_flush", "_in_flight", "_max_batch", "_max_in_flight", "_pending", "_tasks")
 
-    def __init__(self, flush: Flush[T, R], *, max_batch: int = 64, max_in_flight: int = 2) -> None:
+    def __init__(
+        self, flush: Flush[T, R], *, max_batch: int = 64, max_in_flight: int = SERVICE_BATCHES_IN_FLIGHT
+    ) -> None:
         self._flush = flush
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight

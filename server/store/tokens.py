@@ -14,7 +14,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from server.store.audit import AuditEvent, insert_audit, insert_audits
-from server.store.coalesce import Coalescer
+from server.store.coalesce import SERVICE_BATCHES_IN_FLIGHT, Coalescer
 from server.store.token_batches import get_many, insert_many, read_many
 from server.store.token_rows import (
     COLUMNS,
@@ -222,12 +222,15 @@ class TokenSession:
 class TokenStore:
     __slots__ = ("_audits", "_gets", "_inserts", "_pool", "_reads")
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, batches_in_flight: int = SERVICE_BATCHES_IN_FLIGHT) -> None:
+        """batches_in_flight: per kind of batch, in this process (see
+        batches_in_flight_per_worker)."""
         self._pool = pool
-        self._inserts: Coalescer[NewToken, bool] = Coalescer(self._insert_many)
-        self._audits: Coalescer[AuditEvent, None] = Coalescer(self._audit_many)
-        self._reads: Coalescer[SecretRead, Found] = Coalescer(self._read_many)
-        self._gets: Coalescer[UUID, TokenRecord | None] = Coalescer(self._get_many)
+        n = batches_in_flight
+        self._inserts: Coalescer[NewToken, bool] = Coalescer(self._insert_many, max_in_flight=n)
+        self._audits: Coalescer[AuditEvent, None] = Coalescer(self._audit_many, max_in_flight=n)
+        self._reads: Coalescer[SecretRead, Found] = Coalescer(self._read_many, max_in_flight=n)
+        self._gets: Coalescer[UUID, TokenRecord | None] = Coalescer(self._get_many, max_in_flight=n)
 
     async def get(self, token_id: UUID) -> TokenRecord | None:
         """A token's metadata. Concurrent ones share a statement."""
