@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -40,14 +41,20 @@ from server.crypto.keyring import generate_keyring_json
 from server.embedded_pg import EmbeddedPostgres
 
 
-async def checkpoint(dsn: str) -> None:
-    """Write out what earlier rows left dirty (the Create rows insert tens of
-    thousands of rows), so that a checkpoint does not land inside a later row."""
+async def settle(dsn: str) -> None:
+    """Before a timed round, do the database's upkeep that earlier rounds made
+    due, so that it does not land inside a later one: VACUUM (ANALYZE) the
+    rows they inserted (as pgbench does before its runs), then CHECKPOINT
+    what that and they left dirty. Without it, autovacuum woke every minute
+    and worked 1-8 s, longer as the tables grew to hundreds of thousands of
+    rows: inside whichever rows ran then (measured). The upkeep is real work
+    that production does too, on PostgreSQL's own machine."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("CHECKPOINT")
-    except asyncpg.InsufficientPrivilegeError:
-        pass  # DATABASE_URL without the right: the rows share the server's checkpoints
+        for statement in ("VACUUM (ANALYZE)", "CHECKPOINT"):
+            # DATABASE_URL without the right: the rows share the server's upkeep
+            with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
     finally:
         await conn.close()
 
@@ -55,9 +62,8 @@ async def checkpoint(dsn: str) -> None:
 def timed(
     svc: Service, meter: CpuMeter, fixture: Fixture, method: str, transport: str, clients: int, seconds: float
 ) -> tuple[Result, Reading]:
-    """One timed round after a CHECKPOINT (so the pages earlier Creates dirtied
-    are not written during it), and the CPU it cost."""
-    asyncio.run(checkpoint(fixture.dsn))
+    """One timed round after the database's upkeep (settle), and the CPU it cost."""
+    asyncio.run(settle(fixture.dsn))
     before = meter.read()
     result = run_once(svc, fixture, method, transport, clients, seconds, warm_up=False)
     return result, meter.read() - before
@@ -161,7 +167,7 @@ def main() -> None:
             print("\nopen loop at 80 % of the peak (c=16), requests spread over time:")
             for row in rows:
                 if row.clients == 16 and row.result.rps > 0:
-                    asyncio.run(checkpoint(fixture.dsn))
+                    asyncio.run(settle(fixture.dsn))
                     open_loop = run_once(
                         svc, fixture, row.method, row.transport, 16, seconds, rps=0.8 * row.result.rps
                     )

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import hpack
 import pytest
 
@@ -22,6 +23,7 @@ from bench.grpc_wire import header_block
 from bench.load_tools import Result
 from bench.report import paired_ratio
 from bench.runs import METHODS, TRANSPORTS, run_once
+from bench.service import settle
 from server.crypto.keyring import generate_keyring_json
 from tests.processes import ROOT
 
@@ -200,3 +202,28 @@ def test_create_load_output_that_is_not_json_is_reported_with_its_context(
     assert "not its JSON" in str(caught.value)
     assert "12\\n34" in str(caught.value)  # the place it broke, as it was
     assert f"{len(broken)} characters" in str(caught.value)
+
+
+async def test_rounds_start_with_the_upkeep_earlier_rounds_made_due(admin_dsn: str) -> None:
+    """settle leaves autovacuum and autoanalyze nothing to do on the rows
+    earlier rounds inserted."""
+    fixture = await setup(admin_dsn)
+    conn = await asyncpg.connect(fixture.dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO audit_events (request_id, method, principal, subject_id, credential_id, outcome)"
+            " SELECT 'r' || i, 'GetValue', 1, gen_random_uuid(), 'c', 'ok' FROM generate_series(1, 5000) i"
+        )
+        counts = "SELECT n_ins_since_vacuum, n_mod_since_analyze FROM pg_stat_user_tables"
+        counts += " WHERE relname = 'audit_events'"
+        for _ in range(50):  # a backend reports its counts within a second or so
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            if tuple(await conn.fetchrow(counts)) == (5000, 5000):
+                break
+            await asyncio.sleep(0.1)
+        assert tuple(await conn.fetchrow(counts)) == (5000, 5000)
+        await settle(fixture.dsn)
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        assert tuple(await conn.fetchrow(counts)) == (0, 0)
+    finally:
+        await conn.close()
