@@ -22,10 +22,12 @@ Flush = Callable[[Sequence[T]], Awaitable[Sequence[R | BaseException]]]
 
 # Batches of one kind the database works on at once, across all the workers:
 # one being written while the next forms. More, smaller batches cost more
-# commits and wake-ups for the same rows: with two workers, one batch in
-# flight each instead of two took Create and GetValue 4-11 % and Get over
-# gRPC 22 % further, with PostgreSQL's CPU a request down by 10-50 %, and
-# open-loop p99 no worse (measured with make bench's loads, rounds alternating).
+# statements, commits and wake-ups for the same rows. With two workers, one
+# batch in flight each instead of two (make bench's loads, two A/B sittings,
+# rounds alternating): Get over gRPC at c=64 +22 % and +24 %, GetValue over
+# gRPC at c=16 +19 %, over Connect proto at c=64 +4 % and +9 %, Create within
+# the noise; PostgreSQL's CPU a request lower in every row; open-loop p99 no
+# worse. With one worker, one instead of two: within the noise, so two.
 SERVICE_BATCHES_IN_FLIGHT = 2
 
 
