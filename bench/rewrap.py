@@ -26,7 +26,15 @@ from server.crypto.keyring import generate_keyring_json
 from server.embedded_pg import EmbeddedPostgres
 from server.key_registry import register_and_check, rewrap, rotate
 from server.service import FIELD_REFRESH_TOKEN, FIELD_TOKEN
-from server.store import Ciphertext, Sealed, SealedSecrets, TokenRecord, TokenStore, connect_pool
+from server.store import (
+    AuditEvent,
+    Ciphertext,
+    Sealed,
+    SealedSecrets,
+    TokenRecord,
+    TokenStore,
+    connect_pool,
+)
 from server.store.encryption_keys import KeyStore
 from tests.db import create_database
 
@@ -47,7 +55,8 @@ async def seed(store: TokenStore, sealer: Sealer, rows: int) -> None:
                 blob = await sealer.seal(os.urandom(20).hex().encode(), SecretContext(str(token_id), field))
                 sealed.append(Sealed(Ciphertext(blob), key_id_of(blob)))
             record = TokenRecord(token_id, uuid4(), uuid4(), 2, "github.com", 1, None, None, ("repo",))
-            await db.insert(record, SealedSecrets(sealed[0], sealed[1]))
+            audit = AuditEvent(f"bench-{token_id}", "Create", token_id, 2, uuid4(), "bench", "ok")
+            await db.insert(record, SealedSecrets(sealed[0], sealed[1]), audit)
 
 
 async def plain_update(dsn: str, batch_size: int) -> tuple[int, float]:

@@ -227,3 +227,23 @@ async def test_rounds_start_with_the_upkeep_earlier_rounds_made_due(admin_dsn: s
         assert tuple(await conn.fetchrow(counts)) == (0, 0)
     finally:
         await conn.close()
+
+
+async def test_bench_rewrap_runs_end_to_end_and_rewraps_every_row(admin_dsn: str) -> None:
+    """`make bench-rewrap` in small: both lines count every seeded row."""
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bench.rewrap", "--rows", "120", "--batch-size", "50"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": admin_dsn},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    for label in ("plain batched UPDATE (baseline)", "keys rewrap (2 data keys per row)"):
+        row = [ln for ln in lines if ln.startswith(label)]
+        assert len(row) == 1, result.stdout
+        assert row[0][len(label) :].split()[0] == "120"
+    assert any(ln.startswith("rewrap / baseline = ") for ln in lines)
