@@ -28,16 +28,21 @@ from server.crypto.keyring import generate_keyring_json
 from tests.processes import ROOT
 
 
-async def test_bench_smoke_prints_every_row(admin_dsn: str) -> None:
-    result = await asyncio.to_thread(
+async def _run_bench(admin_dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m bench.<args>` on the test database server."""
+    return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "bench.service", "--smoke"],
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": admin_dsn},
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+async def test_bench_smoke_prints_every_row(admin_dsn: str) -> None:
+    result = await _run_bench(admin_dsn, "bench.service", "--smoke")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     for method in METHODS:
@@ -231,15 +236,7 @@ async def test_rounds_start_with_the_upkeep_earlier_rounds_made_due(admin_dsn: s
 
 async def test_bench_rewrap_runs_end_to_end_and_rewraps_every_row(admin_dsn: str) -> None:
     """`make bench-rewrap` in small: both lines count every seeded row."""
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "bench.rewrap", "--rows", "120", "--batch-size", "50"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": admin_dsn},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = await _run_bench(admin_dsn, "bench.rewrap", "--rows", "120", "--batch-size", "50")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     for label in ("plain batched UPDATE (baseline)", "keys rewrap (2 data keys per row)"):
