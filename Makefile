@@ -29,7 +29,7 @@ lint: install
 	buf lint
 	ruff check server tests tools bench
 	ruff format --check server tests tools bench
-	mypy server
+	mypy server bench
 
 # Wire compatibility of proto/ against the main branch.
 breaking: install

@@ -91,11 +91,13 @@ def seed(svc: Service, fixture: Fixture) -> None:
     """One token to read, and 30 under one runner for a List page of 25."""
     import grpc
 
-    from gitpod.v1 import runner_configuration_pb2_grpc as pb_grpc
-
     async def go() -> str:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.grpc}") as channel:
-            stub = pb_grpc.RunnerConfigurationServiceStub(channel)
+            create = channel.unary_unary(
+                "/gitpod.v1.RunnerConfigurationService/CreateHostAuthenticationToken",
+                request_serializer=pb.CreateHostAuthenticationTokenRequest.SerializeToString,
+                response_deserializer=pb.CreateHostAuthenticationTokenResponse.FromString,
+            )
             md = (("authorization", f"Bearer {fixture.key}"),)
             ids = []
             for i in range(30):
@@ -105,7 +107,8 @@ def seed(svc: Service, fixture: Fixture) -> None:
                     token="gho_seed",
                     refresh_token="ghr_seed",
                 )
-                ids.append((await stub.CreateHostAuthenticationToken(req, metadata=md)).token.id)
+                reply: pb.CreateHostAuthenticationTokenResponse = await create(req, metadata=md)
+                ids.append(reply.token.id)
             return ids[0]
 
     fixture.token_id = asyncio.run(go())

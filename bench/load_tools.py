@@ -132,14 +132,14 @@ def h2load(
     # and timed-out ones are real failures.
     errored = re.search(r"(\d+) errored, (\d+) timeout", out)
     errors = bad + (int(errored.group(1)) + int(errored.group(2)) if errored else 0)
-    data = re.search(r"\((\d+)\) data", out)
+    data_bytes = re.search(r"\((\d+)\) data", out)
     return Result(
         len(latencies),
         errors,
         seconds_taken,
         _percentile(latencies, 0.5),
         _percentile(latencies, 0.99),
-        int(data.group(1)) if data else 0,
+        int(data_bytes.group(1)) if data_bytes else 0,
         sent_together=_sent_together(starts),
     )
 

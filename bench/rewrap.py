@@ -40,9 +40,10 @@ from tests.db import create_database
 
 
 def keys() -> Keys:
-    doc = {"primary": "k-old", "keys": {}}
+    found: dict[str, object] = {}
     for key_id in ("k-old", "k-new"):
-        doc["keys"].update(json.loads(generate_keyring_json(key_id))["keys"])
+        found.update(json.loads(generate_keyring_json(key_id))["keys"])
+    doc = {"primary": "k-old", "keys": found}
     return Keys.local(LocalKeyring.from_json(json.dumps(doc), source="bench"))
 
 

@@ -35,7 +35,7 @@ def request_for(method: str, fixture: Fixture) -> tuple[str, object]:
             id=fixture.token_id
         )
     return f"{SERVICE}/ListHostAuthenticationTokens", pb.ListHostAuthenticationTokensRequest(
-        pagination={"page_size": 25},  # type: ignore[arg-type]
+        pagination={"page_size": 25},
         filter=pb.ListHostAuthenticationTokensRequest.Filter(runner_id=fixture.runner_id),
     )
 
@@ -194,7 +194,8 @@ def grpc_response_bytes(svc: Service, fixture: Fixture, path: str, message: obje
 
         async def probe() -> bytes:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.grpc}") as channel:
-                call = channel.unary_unary(f"/{path}")  # bytes in, bytes out
+                # bytes in, bytes out
+                call = channel.unary_unary(f"/{path}", request_serializer=None, response_deserializer=None)
                 reply: bytes = await call(
                     message.SerializeToString(),  # type: ignore[attr-defined]
                     metadata=(("authorization", f"Bearer {fixture.key}"),),
