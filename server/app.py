@@ -43,6 +43,37 @@ def bind_http(addr: Address, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+# Where to knock when the server listens on every address.
+_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104
+
+
+async def _until_accepting(
+    addr: Address, port: int, server: asyncio.Task[None], *, within_s: float = 30.0
+) -> None:
+    """Until the HTTP port takes connections. granian binds it itself a
+    moment after it starts, and a client that came in that moment was
+    refused; so the service says it serves (the log line, gRPC health) only
+    once both transports would answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    host = _LOOPBACK.get(addr.host, addr.host)
+    while True:
+        if server.done():
+            server.result()  # the HTTP server's own error, if it failed
+            raise RuntimeError("the HTTP server stopped before it took a connection")
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.005)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
 @contextlib.asynccontextmanager
 async def serve(
     core: HostAuthService, auth: Authenticator, settings: Settings, *, reuse_port: bool = False
@@ -68,6 +99,7 @@ async def serve(
     stop = asyncio.Event()
     http_task = asyncio.create_task(serve_asgi(settings.http_server, app, sock, stop))
     try:
+        await _until_accepting(settings.http_addr, http_port, http_task)
         await grpc_server.mark_serving()
         yield Running(
             Address(settings.http_addr.host, http_port), Address(settings.grpc_addr.host, grpc_port)

@@ -147,6 +147,8 @@ async def running(
         http_addr=Address("127.0.0.1", 0),
         grpc_addr=Address("127.0.0.1", 0),
         database_url=database_dsn,
+        # The suite runs on the default server unless told another.
+        http_server=os.environ.get("HOSTAUTH_HTTP_SERVER", "granian"),
     )
     cached_keys = CachedApiKeys(api_keys)  # as the server runs it: revocations must still bite
     await cached_keys.start()

@@ -127,6 +127,8 @@ class ConnectApp:
             await self._echo(scope, receive, send)
             return
         receive = _QuietAfterBody(receive)
+        if not all(value.isascii() for _, value in scope["headers"]):
+            scope = _with_utf8_headers(scope)
         if scope["method"] == "POST" and scope["path"] == LIST_PATH and scope["query_string"]:
             token = _list_query.set(parse_qs(scope["query_string"].decode("latin-1")))
             try:
@@ -135,6 +137,17 @@ class ConnectApp:
                 _list_query.reset(token)
             return
         await self._inner(scope, receive, send)
+
+
+def _with_utf8_headers(scope: Any) -> Any:
+    """The scope with every header value valid UTF-8, bytes that are not
+    replaced (U+FFFD). connectrpc decodes header values strictly and answered
+    one that is not UTF-8 (HTTP allows any byte above 0x7F) with a 500 that
+    quoted the codec's error; granian's native interface already hands such
+    values over. A header that matters then fails on its own terms (an
+    authorization becomes unauthenticated); one that does not is ignored."""
+    headers = [(name, value.decode("utf-8", "replace").encode()) for name, value in scope["headers"]]
+    return {**scope, "headers": headers}
 
 
 class _QuietAfterBody:
