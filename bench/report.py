@@ -49,10 +49,12 @@ def table(rows: list[Row], ceilings: dict[int, list[Ceiling]]) -> str:
             if r.method == "Get":
                 ratio += f", {paired_ratio(rates, [c.select for c in rounds]):.2f} x db select"
         pg = "-" if r.cpu.postgres_us is None else f"{r.cpu.postgres_us:.0f}"
+        # A space before each number, so one too wide for its column pushes
+        # the row along instead of running into its neighbour.
         lines.append(
-            f"{r.method:<9}{r.transport:<15}{r.clients:>3}{r.result.rps:>8.0f}{r.result.p50_ms:>8.2f}"
-            f"{r.result.p99_ms:>8.2f}{r.result.errors:>7}{r.cpu.service_us:>6.0f}{pg:>5}"
-            f"{r.cpu.load_us:>5.0f}{r.cpu.idle_share:>6.0%}  {ratio}"
+            f"{r.method:<9}{r.transport:<15}{r.clients:>3} {r.result.rps:>7.0f} {r.result.p50_ms:>7.2f}"
+            f" {r.result.p99_ms:>7.2f} {r.result.errors:>6} {r.cpu.service_us:>5.0f} {pg:>4}"
+            f" {r.cpu.load_us:>4.0f} {r.cpu.idle_share:>5.0%}  {ratio}"
         )
     lines.append("")
     for clients, rounds in sorted(ceilings.items()):

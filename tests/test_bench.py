@@ -17,11 +17,12 @@ import hpack
 import pytest
 
 from bench import load_tools
-from bench.cpu import Reading, postgres_seconds, process_seconds, reaped_seconds, split
+from bench.ceilings import Ceiling
+from bench.cpu import CpuSplit, Reading, postgres_seconds, process_seconds, reaped_seconds, split
 from bench.fixture import seed, service, setup
 from bench.grpc_wire import header_block
 from bench.load_tools import Result
-from bench.report import paired_ratio
+from bench.report import Row, paired_ratio, table
 from bench.runs import METHODS, TRANSPORTS, run_once
 from bench.service import settle
 from server.crypto.keyring import generate_keyring_json
@@ -107,6 +108,29 @@ def test_ratios_pair_each_round_with_the_same_round_of_its_ceiling() -> None:
     rows, ceilings = [5.0, 2.5, 4.5], [10.0, 5.0, 8.0]
     assert paired_ratio(rows, ceilings) == 0.5
     assert statistics.median(rows) / statistics.median(ceilings) == 0.5625
+
+
+def test_a_table_row_keeps_its_fields_apart_when_a_number_outgrows_its_column() -> None:
+    """A row that failed outright (seen: 920,000 errors, 31,000 µs a request)
+    must still read field by field, as the smoke test and a reader split it."""
+    huge = Result(requests=0, errors=920_000, seconds=0.5, p50_ms=0.0, p99_ms=0.0)
+    cpu = CpuSplit(service_us=31_000, postgres_us=15_000, load_us=31_906, other_us=0.0, idle_share=0.51)
+    row = Row("GetValue", "connect-proto", 1, huge, cpu, [huge])
+    ceiling = Ceiling(bare_insert=1.0, token_insert=1.0, select=1.0)
+    line = table([row], {1: [ceiling]}).splitlines()[3]
+    assert line.split()[:11] == [
+        "GetValue",
+        "connect-proto",
+        "1",
+        "0",
+        "0.00",
+        "0.00",
+        "920000",
+        "31000",
+        "15000",
+        "31906",
+        "51%",
+    ]
 
 
 def test_cpu_readings_add_up_over_a_rows_rounds() -> None:
