@@ -3,6 +3,7 @@ both transports in this event loop, and a client per wire."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -138,23 +139,40 @@ def jwt_issuer(tmp_path_factory: pytest.TempPathFactory) -> Issuer:
     return Issuer(tmp_path_factory.mktemp("jwks") / "jwks.json")
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    core: HostAuthService,
+    api_keys: ApiKeyStore,
+    database_dsn: str,
+    *,
+    http_server: str,
+    jwt: JwtVerifier | None = None,
+) -> AsyncIterator[Running]:
+    """Both transports in this process on free ports, as the server runs them."""
+    settings = Settings(
+        http_addr=Address("127.0.0.1", 0),
+        grpc_addr=Address("127.0.0.1", 0),
+        database_url=database_dsn,
+        http_server=http_server,
+    )
+    cached_keys = CachedApiKeys(api_keys)  # as the server runs it: revocations must still bite
+    await cached_keys.start()
+    try:
+        async with serve(core, Authenticator(cached_keys, jwt), settings) as running:
+            yield running
+    finally:
+        await cached_keys.close()
+
+
 @pytest.fixture(scope="session")
 async def running(
     core: HostAuthService, api_keys: ApiKeyStore, jwt_issuer: Issuer, database_dsn: str
 ) -> AsyncIterator[Running]:
     jwt = JwtVerifier(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=jwt_issuer.jwks_file))
-    settings = Settings(
-        http_addr=Address("127.0.0.1", 0),
-        grpc_addr=Address("127.0.0.1", 0),
-        database_url=database_dsn,
-        # The suite runs on the default server unless told another.
-        http_server=os.environ.get("HOSTAUTH_HTTP_SERVER", "granian"),
-    )
-    cached_keys = CachedApiKeys(api_keys)  # as the server runs it: revocations must still bite
-    await cached_keys.start()
-    async with serve(core, Authenticator(cached_keys, jwt), settings) as running:
+    # The suite runs on the default server unless told another.
+    server = os.environ.get("HOSTAUTH_HTTP_SERVER", "granian")
+    async with serving(core, api_keys, database_dsn, http_server=server, jwt=jwt) as running:
         yield running
-    await cached_keys.close()
 
 
 @pytest.fixture(scope="session")
