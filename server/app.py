@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from server.auth.authenticator import Authenticator
 from server.config import Address, Settings
+from server.scheduling import schedule_as_batch, shares_one_core
 from server.service import HostAuthService
 from server.transport.connect import build_connect_app
 from server.transport.grpc import build_grpc_server
 from server.transport.http_server import serve_asgi
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,11 @@ async def serve(
         core, auth, max_message_bytes=settings.max_message_bytes, bench_echo=settings.bench_echo
     )
     await grpc_server.server.start()
+    # grpc's threads have started and keep the normal policy; this thread (the
+    # event loop) and the HTTP server's, started from here on, share one core
+    # and hand each other every request (server/scheduling.py).
+    if settings.batch_scheduling and shares_one_core() and schedule_as_batch():
+        log.info("the event loop and the HTTP server's threads run under SCHED_BATCH")
     stop = asyncio.Event()
     http_task = asyncio.create_task(serve_asgi(settings.http_server, app, sock, stop))
     try:

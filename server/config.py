@@ -64,6 +64,9 @@ class Settings:
     # Pin worker i to the i-th CPU this process may use (wrapping around), so
     # the workers do not migrate between cores and evict each other's caches.
     pin_workers: bool = True
+    # When pinned to one core, the event loop and the HTTP server's threads
+    # under SCHED_BATCH: no wakeup preemption between them (server/scheduling.py).
+    batch_scheduling: bool = True
     # Database connections per serving process.
     db_pool_size: int = 10
     # Serve the benchmark's echo method (make bench only).
@@ -101,6 +104,7 @@ class Settings:
             kms_cache_ttl_s=_seconds(env, "HOSTAUTH_KMS_CACHE_TTL_S", 300.0),
             workers=int(_seconds(env, "HOSTAUTH_WORKERS", float(os.cpu_count() or 1))),
             pin_workers=_switch(env, "HOSTAUTH_PIN_WORKERS", default=True),
+            batch_scheduling=_switch(env, "HOSTAUTH_BATCH_SCHEDULING", default=True),
             db_pool_size=int(_seconds(env, "HOSTAUTH_DB_POOL_SIZE", 10)),
             bench_echo=env.get("HOSTAUTH_BENCH_ECHO") == "1",
         )

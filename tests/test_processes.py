@@ -135,6 +135,18 @@ async def test_readme_call_works(dev_server: ServerProcess, dev_api_key: str, in
     assert b"ghr_" not in result.stdout
 
 
+def _worker_pids(server: ServerProcess) -> list[int]:
+    """The worker processes the supervisor says it started."""
+    started = re.search(r"started \d+ worker\(s\): ([\d, ]+)", server.log.read_text())
+    assert started is not None
+    return [int(p) for p in started.group(1).split(", ")]
+
+
+def _policies(pid: int) -> dict[int, int]:
+    """Each thread's scheduling policy, by thread id."""
+    return {int(t): os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split()[2]
@@ -179,9 +191,8 @@ async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: st
                 )
                 assert answer.token.runner_id == req.runner_id
             await wire.close()  # type: ignore[attr-defined]
-        started = re.search(r"started 3 worker\(s\): ([\d, ]+)", server.log.read_text())
-        assert started is not None
-        pids = [int(p) for p in started.group(1).split(", ")]
+        pids = _worker_pids(server)
+        assert len(pids) == 3
         assert all(_alive(pid) for pid in pids)
         # Each worker knows how many share the database, whatever
         # HOSTAUTH_WORKERS or the CPU count say, and takes one batch of a kind.
@@ -191,6 +202,14 @@ async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: st
         for i, pid in enumerate(pids):
             for thread in os.listdir(f"/proc/{pid}/task"):
                 assert os.sched_getaffinity(int(thread)) == {allowed[i % len(allowed)]}
+        # Pinned, the event loop and the HTTP server's threads run under
+        # SCHED_BATCH; grpc's threads, started before, keep the normal policy.
+        assert server.log.read_text().count("threads run under SCHED_BATCH") == 3
+        for pid in pids:
+            policies = _policies(pid)
+            assert policies.pop(pid) == os.SCHED_BATCH  # the event loop's thread
+            assert os.SCHED_BATCH in policies.values()
+            assert os.SCHED_OTHER in policies.values()
         server.proc.kill()  # SIGKILL: the supervisor gets no chance to clean up
         server.proc.wait()
         for _ in range(100):
@@ -207,22 +226,36 @@ async def test_a_lone_process_keeps_all_the_batches_in_flight(admin_dsn: str, lo
     _, server = await _serving(admin_dsn, log_dir, 1, HOSTAUTH_WORKERS="4")
     try:
         await wait_serving(server)
+        assert set(_policies(server.proc.pid).values()) == {os.SCHED_OTHER}
     finally:
         log = server.stop()
     assert "started" not in log  # no supervisor
     assert "database batches of a kind in flight: 2\n" in log
+    # Its threads may use every CPU: none is made a batch thread.
+    assert "SCHED_BATCH" not in log
 
 
 async def test_workers_are_left_unpinned_when_asked(admin_dsn: str, log_dir: Path) -> None:
     _, server = await _serving(admin_dsn, log_dir, 2, HOSTAUTH_PIN_WORKERS="off")
     try:
         await wait_serving(server)
-        started = re.search(r"started 2 worker\(s\): ([\d, ]+)", server.log.read_text())
-        assert started is not None
-        for pid in (int(p) for p in started.group(1).split(", ")):
+        for pid in _worker_pids(server):
             assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)
+            assert set(_policies(pid).values()) == {os.SCHED_OTHER}  # not pinned: no batch threads
     finally:
         server.stop()
+
+
+async def test_pinned_workers_keep_the_normal_policy_when_asked(admin_dsn: str, log_dir: Path) -> None:
+    _, server = await _serving(admin_dsn, log_dir, 2, HOSTAUTH_BATCH_SCHEDULING="off")
+    try:
+        await wait_serving(server)
+        for pid in _worker_pids(server):
+            assert len(os.sched_getaffinity(pid)) == 1
+            assert set(_policies(pid).values()) == {os.SCHED_OTHER}
+    finally:
+        log = server.stop()
+    assert "SCHED_BATCH" not in log
 
 
 async def test_new_connections_while_workers_start_are_not_reset(admin_dsn: str, log_dir: Path) -> None:

@@ -1,0 +1,42 @@
+"""SCHED_BATCH for threads that share one core (server/scheduling.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from server.scheduling import schedule_as_batch, shares_one_core
+
+T = TypeVar("T")
+
+
+def _in_a_thread(work: Callable[[], T]) -> T:
+    """Run work in a thread of its own, so that its affinity and policy end with it."""
+    out: list[T] = []
+    thread = threading.Thread(target=lambda: out.append(work()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def test_a_thread_on_one_cpu_shares_one_core_and_on_all_does_not() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+
+    def pinned() -> bool:
+        os.sched_setaffinity(0, {allowed[0]})
+        return shares_one_core()
+
+    assert _in_a_thread(pinned) is True
+    assert _in_a_thread(shares_one_core) is (len(allowed) == 1)
+
+
+def test_batch_scheduling_applies_to_the_thread_and_the_threads_it_starts() -> None:
+    def batch() -> tuple[bool, int, int]:
+        applied = schedule_as_batch()
+        started = _in_a_thread(lambda: os.sched_getscheduler(0))
+        return applied, os.sched_getscheduler(0), started
+
+    assert _in_a_thread(batch) == (True, os.SCHED_BATCH, os.SCHED_BATCH)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the calling thread is left as it was
