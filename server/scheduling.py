@@ -10,8 +10,9 @@ one waits or its slice ends. Other processes' threads (PostgreSQL's, a load
 tool's) still preempt ours when they wake. No privilege is needed.
 
 Measured with make bench's loads (2 pinned workers, A/B, rounds alternating,
-2026-11-30): GetValue over Connect proto +21 % at c=64, Create +30 %, Get at
-c=16 +47 %, List +5 %, the gRPC rows 1.00-1.10x. grpc's own threads keep the
+2026-11-30, two sittings): GetValue over Connect proto +21 % and +6 % at
+c=64, Create +30 % and +39 %, Get at c=16 +47 %, List +5 %, the gRPC rows
+1.00-1.10x. grpc's own threads keep the
 normal policy: under SCHED_BATCH too, Get over gRPC measured 0.78x and Create
 0.90x. A process whose threads may use several cores gains nothing (GetValue
 and Create 0.88-0.94x as a lone, unpinned process), so it is left as it is.
@@ -23,7 +24,8 @@ import os
 
 
 def shares_one_core() -> bool:
-    """Whether every thread of this process runs on the same single CPU."""
+    """Whether the calling thread may run on one CPU only, as every thread of
+    a pinned worker does."""
     return hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) == 1
 
 
