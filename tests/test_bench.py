@@ -24,7 +24,7 @@ from bench.grpc_wire import header_block
 from bench.load_tools import Result
 from bench.report import Row, paired_ratio, table
 from bench.runs import METHODS, TRANSPORTS, run_once
-from bench.service import settle
+from bench.service import open_loop_line, settle
 from server.crypto.keyring import generate_keyring_json
 from tests.processes import ROOT
 
@@ -60,6 +60,7 @@ async def test_bench_smoke_prints_every_row(admin_dsn: str) -> None:
     open_loop = [ln.split() for ln in lines if ln.startswith("  ") and "req/s  p99" in ln]
     assert {(f[0], f[1]) for f in open_loop} == {(m, t) for m in METHODS for t in TRANSPORTS}
     assert all(f[f.index("errors") + 1] == "0" for f in open_loop)
+    assert all(f[f.index("ms") + 1].startswith("[") for f in open_loop)  # each round's p99
     assert any(ln.startswith("scaling, GetValue") and "rounds alternating" in ln for ln in lines)
 
 
@@ -108,6 +109,20 @@ def test_ratios_pair_each_round_with_the_same_round_of_its_ceiling() -> None:
     rows, ceilings = [5.0, 2.5, 4.5], [10.0, 5.0, 8.0]
     assert paired_ratio(rows, ceilings) == 0.5
     assert statistics.median(rows) / statistics.median(ceilings) == 0.5625
+
+
+def test_an_open_loop_row_reports_its_median_round_by_p99_and_shows_every_round() -> None:
+    rounds = [
+        Result(requests=9000, errors=0, seconds=3.0, p50_ms=2.0, p99_ms=14.0),
+        Result(requests=8400, errors=2, seconds=3.0, p50_ms=2.1, p99_ms=6.5, p99_from_due_ms=9.0),
+        Result(requests=8700, errors=1, seconds=3.0, p50_ms=2.2, p99_ms=8.25, p99_from_due_ms=11.0),
+    ]
+    fields = open_loop_line("Create", "grpc", rounds).split()
+    assert fields[:4] == ["Create", "grpc", "2900", "req/s"]  # the median round's rate
+    assert fields[4:7] == ["p99", "8.25", "ms"]
+    assert " ".join(fields[7:10]) == "[14.00, 6.50, 8.25]"  # in the order run
+    assert fields[fields.index("errors") + 1] == "3"  # every round's
+    assert fields[-2:] == ["11.00", "ms)"]  # from when due, of the same round
 
 
 def test_a_table_row_keeps_its_fields_apart_when_a_number_outgrows_its_column() -> None:
