@@ -12,10 +12,10 @@ tool's) still preempt ours when they wake. No privilege is needed.
 Measured with make bench's loads (2 pinned workers, A/B, rounds alternating,
 2026-11-30, two sittings): GetValue over Connect proto +21 % and +6 % at
 c=64, Create +30 % and +39 %, Get at c=16 +47 %, List +5 %, the gRPC rows
-1.00-1.10x. grpc's own threads keep the
-normal policy: under SCHED_BATCH too, Get over gRPC measured 0.78x and Create
-0.90x. A process whose threads may use several cores gains nothing (GetValue
-and Create 0.88-0.94x as a lone, unpinned process), so it is left as it is.
+1.00-1.10x. grpc's own threads keep the normal policy: under SCHED_BATCH
+too, Get over gRPC measured 0.78x and Create 0.90x. A process whose threads
+may use several cores gains nothing (GetValue and Create 0.88-0.94x as a
+lone, unpinned process), so it is left as it is.
 """
 
 from __future__ import annotations
