@@ -57,11 +57,15 @@ def no_secret_in_any_log() -> Iterator[_Collector]:
     root.addHandler(collector)
     previous = root.level
     root.setLevel(logging.DEBUG)
-    # The capture sees the service's loggers (checked here, not by counting
-    # lines at the end, so that a run of log-free tests alone passes).
-    logging.getLogger("server.tests").debug("log capture canary")
-    assert collector.lines == ["DEBUG server.tests: log capture canary"]
+    # The capture sees the service's loggers from the first test to the last
+    # (checked by canaries, not by counting lines at the end, so that a run of
+    # log-free tests alone passes, and a handler lost mid-run fails it).
+    canary = logging.getLogger("server.tests")
+    canary.debug("log capture canary: start")
+    assert collector.lines == ["DEBUG server.tests: log capture canary: start"]
     yield collector
+    canary.debug("log capture canary: end")
+    assert collector.lines[-1] == "DEBUG server.tests: log capture canary: end"
     root.removeHandler(collector)
     root.setLevel(previous)
     leaked = [(line[:80], leaks(line)) for line in collector.lines if leaks(line)]
