@@ -22,7 +22,9 @@ from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 from server.errors import FieldViolation
 
-UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Used with fullmatch: `$` would also match before a trailing newline, which
+# uuid.UUID then refuses with an exception (an internal error, not a 400).
+UUID_PATTERN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MAX_CREATE_SCOPES = 101  # "Maximum 100 scopes allowed (101 for validation purposes)"
 MAX_HOST_CHARS = 512
 # The range of google.protobuf.Timestamp: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
@@ -52,7 +54,7 @@ class Violations:
         if not value:
             if required:
                 self.add(field, REQUIRED)
-        elif not UUID_PATTERN.match(value):
+        elif not UUID_PATTERN.fullmatch(value):
             self.add(field, NOT_UUID)
 
     def text(self, field: str, value: str, *, max_chars: int | None = None) -> None:
@@ -114,7 +116,7 @@ def list_violations(req: pb.ListHostAuthenticationTokensRequest) -> list[FieldVi
             "pagination.page_size", "value must be greater than or equal to 0 and less than or equal to 100"
         )
     for name in ("runner_id", "user_id", "subject_id"):
-        if req.filter.HasField(name) and not UUID_PATTERN.match(getattr(req.filter, name)):
+        if req.filter.HasField(name) and not UUID_PATTERN.fullmatch(getattr(req.filter, name)):
             v.add(f"filter.{name}", NOT_UUID)
     return v.items
 

@@ -28,6 +28,27 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("token empty", {"token": ""}, "token: value length must be at least 1 characters"),
     ("source undefined", {"source": 7}, "source: value must be one of the defined enum values"),
     ("integration_id not a uuid", {"integration_id": "x"}, "integration_id: value must be a valid UUID"),
+    # A regex ending in `$` lets a trailing newline through, and uuid.UUID then raised.
+    (
+        "runner_id with a trailing newline",
+        {"runner_id": f"{uuid4()}\n"},
+        "runner_id: value must be a valid UUID",
+    ),
+    (
+        "user_id with a trailing newline",
+        {"subject": None, "user_id": f"{uuid4()}\n"},
+        "user_id: value must be a valid UUID",
+    ),
+    (
+        "integration_id with a trailing newline",
+        {"integration_id": f"{uuid4()}\n"},
+        "integration_id: value must be a valid UUID",
+    ),
+    (
+        "subject.id with a trailing newline",
+        {"subject": identity_pb2.Subject(id=f"{uuid4()}\n", principal=identity_pb2.PRINCIPAL_USER)},
+        "subject.id: value must be a valid UUID",
+    ),
     (
         "102 scopes",
         {"scopes": [f"s{i}" for i in range(102)]},

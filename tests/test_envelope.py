@@ -150,3 +150,5 @@ def test_keyring_rejects_short_keys_and_bad_ids() -> None:
         LocalKeyring({"k": b"short"}, "k")
     with pytest.raises(KeyringError, match="key id"):
         LocalKeyring({"bad id": b"x" * 32}, "bad id")
+    with pytest.raises(KeyringError, match="key id"):  # `$` alone would let the newline in
+        LocalKeyring({"k1\n": b"x" * 32}, "k1\n")

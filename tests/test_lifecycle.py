@@ -98,6 +98,7 @@ async def test_unknown_id_is_not_found_everywhere(read_wire: Wire) -> None:
         ("", "id: value is required"),
         ("abc", "id: value must be a valid UUID"),
         ("1" * 36, "id: value must be a valid UUID"),
+        ("7f0c1a52-4a0e-4f5c-9a57-1b2c3d4e5f60\n", "id: value must be a valid UUID"),
     ],
 )
 async def test_malformed_ids_are_invalid(read_wire: Wire, token_id: str, violation: str) -> None:

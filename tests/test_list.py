@@ -201,7 +201,7 @@ async def test_filters_combine(read_wire: Wire, core: HostAuthService, admin_cal
 
 @pytest.mark.parametrize("name", ["runner_id", "subject_id", "user_id"])
 async def test_filter_ids_must_be_uuids(read_wire: Wire, name: str) -> None:
-    for value in ("", "abc"):
+    for value in ("", "abc", f"{uuid4()}\n"):
         with pytest.raises(RpcError) as caught:
             await list_page(read_wire, **{name: value})
         assert (caught.value.code, caught.value.message) == (

@@ -17,12 +17,12 @@ from server.store.api_keys import ApiKeyRow
 log = logging.getLogger(__name__)
 
 # A client's request id is kept when it is short and plain; else a new one.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MAX_CALLERS = 10_000
 
 
 def request_id_from(header: str | None) -> str:
-    if header and _REQUEST_ID.match(header):
+    if header and _REQUEST_ID.fullmatch(header):
         return header
     return os.urandom(16).hex()  # 128 random bits, as a uuid4's hex but a sixth of its cost
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
-_KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CHECK_PLAINTEXT = b"hostauth key check v1".ljust(KEY_BYTES, b"\x00")
 
 
@@ -71,7 +71,7 @@ class LocalKeyring:
 
     def __init__(self, keys: Mapping[str, bytes], primary: str) -> None:
         for key_id, material in keys.items():
-            if not _KEY_ID.match(key_id):
+            if not _KEY_ID.fullmatch(key_id):
                 raise KeyringError(f"key id {key_id!r} must match {_KEY_ID.pattern}")
             if len(material) != KEY_BYTES:
                 raise KeyringError(f"key {key_id!r} must be {KEY_BYTES} bytes")

@@ -24,7 +24,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # An arbitrary constant that names "hostauth schema migration" among the
 # advisory locks of a database shared with other applications.
 _LOCK_KEY = 0x686F737461757468  # "hostauth"
-_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class Migration:
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     found: list[Migration] = []
     for path in sorted(directory.iterdir()):
-        match = _NAME.match(path.name)
+        match = _NAME.fullmatch(path.name)
         if match:
             found.append(Migration(int(match.group(1)), path.name, path.read_text()))
     versions = [m.version for m in found]
