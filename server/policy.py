@@ -79,10 +79,19 @@ class Scope:
 
     runner_id: UUID | None = None
     subject_id: UUID | None = None
+    # A user's own subject is its id and its principal; seeing goes by the id.
+    subject_principal: int | None = None
 
     def sees(self, record: TokenRecord) -> bool:
         return (self.runner_id is None or record.runner_id == self.runner_id) and (
             self.subject_id is None or record.subject_id == self.subject_id
+        )
+
+    def may_create(self, record: TokenRecord) -> bool:
+        """A new token must be the caller's own: one it sees, and for a user,
+        with itself as the subject, principal included."""
+        return self.sees(record) and (
+            self.subject_principal is None or record.subject_principal == self.subject_principal
         )
 
 
@@ -94,6 +103,6 @@ def scope_of(caller: Caller) -> Scope | None:
         case Visibility.OWN_RUNNER:
             return Scope(runner_id=caller.subject_id)
         case Visibility.OWN_SUBJECT:
-            return Scope(subject_id=caller.subject_id)
+            return Scope(subject_id=caller.subject_id, subject_principal=caller.principal)
         case Visibility.NOTHING:
             return None

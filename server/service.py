@@ -64,7 +64,8 @@ def resolve_subject(
     else (for a user calling) the user itself.
 
     A subject with neither id nor principal counts as unset (an empty JSON
-    object `"subject": {}` says nothing).
+    object `"subject": {}` says nothing). A user naming its own id without a
+    principal names itself.
     """
     subject = req.subject
     if req.HasField("subject") and (subject.id or subject.principal):
@@ -72,6 +73,13 @@ def resolve_subject(
             violations.append(
                 FieldViolation("user_id", "value must be empty or equal subject.id when both are set")
             )
+        caller = call.caller
+        if (
+            subject.principal == identity_pb2.PRINCIPAL_UNSPECIFIED
+            and caller.principal == identity_pb2.PRINCIPAL_USER
+            and subject.id.lower() == str(caller.subject_id)
+        ):
+            return subject.id, identity_pb2.PRINCIPAL_USER
         return subject.id, subject.principal
     if req.user_id:
         return req.user_id, identity_pb2.PRINCIPAL_USER
@@ -226,9 +234,10 @@ class HostAuthService:
             integration_id=UUID(req.integration_id) if req.integration_id else None,
             scopes=tuple(req.scopes),
         )
-        if not self._visible_scope(call).sees(record):
+        if not self._visible_scope(call).may_create(record):
             raise PermissionDenied(
-                "a user may only create its own tokens, a runner only tokens with its own runner_id"
+                "a user may only create tokens with itself as subject,"
+                " a runner only tokens with its own runner_id"
             )
         for _ in range(_UPSERT_ATTEMPTS):
             # Most Creates are new: try the insert first (concurrent ones share

@@ -163,7 +163,7 @@ async def test_create(matrix_wire: Wire, api_keys: ApiKeyStore, who: Who, target
     would_be = pb.HostAuthenticationToken(id=str(uuid4()), runner_id=req.runner_id, subject=req.subject)
     want = (
         "ok"
-        if may(caller, Action.CREATE) and scope is not None and scope.sees(record_of(would_be))
+        if may(caller, Action.CREATE) and scope is not None and scope.may_create(record_of(would_be))
         else "permission_denied"
     )
     code, message = await outcome(create(wire, req))
@@ -177,6 +177,36 @@ async def test_user_create_without_subject_is_its_own(matrix_wire: Wire, api_key
     assert token.subject == P.Subject(id=str(user), principal=P.PRINCIPAL_USER)
     assert token.user_id == str(user)
     assert (await get(wire, token.id)).id == token.id
+
+
+OTHER_PRINCIPALS = [p for p in P.Principal.values() if p not in (P.PRINCIPAL_USER, P.PRINCIPAL_UNSPECIFIED)]
+
+
+@pytest.mark.parametrize("principal", OTHER_PRINCIPALS, ids=[P.Principal.Name(p) for p in OTHER_PRINCIPALS])
+async def test_user_may_not_create_under_its_id_as_another_principal(
+    wire: Wire, api_keys: ApiKeyStore, principal: int
+) -> None:
+    """Itself as subject means its principal too, not only its id."""
+    user = uuid4()
+    as_user = wire.with_credential(await make_api_key(api_keys, P.PRINCIPAL_USER, user))
+    req = create_request(subject=P.Subject(id=str(user), principal=principal))  # type: ignore[arg-type]
+    code, message = await outcome(create(as_user, req))
+    assert (code, message) == (
+        "permission_denied",
+        "a user may only create tokens with itself as subject, a runner only tokens with its own runner_id",
+    )
+    assert await list_all(wire, page_size=25, runner_id=req.runner_id) == []  # nothing was stored
+
+
+async def test_user_naming_its_id_without_principal_is_itself(wire: Wire, api_keys: ApiKeyStore) -> None:
+    user = uuid4()
+    as_user = wire.with_credential(await make_api_key(api_keys, P.PRINCIPAL_USER, user))
+    token = await create(as_user, create_request(subject=P.Subject(id=str(user).upper())))
+    assert token.subject == P.Subject(id=str(user), principal=P.PRINCIPAL_USER)
+    assert token.user_id == str(user)
+    other = uuid4()  # someone else's id without a principal is still refused
+    code, _ = await outcome(create(as_user, create_request(subject=P.Subject(id=str(other)))))
+    assert code == "permission_denied"
 
 
 @pytest.mark.parametrize("who", CALLERS, ids=[c.label for c in CALLERS])
