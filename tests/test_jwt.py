@@ -7,16 +7,21 @@ import hashlib
 import hmac
 import json
 import time
+from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import grpc
 import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from gitpod.v1 import runner_configuration_pb2 as pb
-from tests.jwts import Issuer
+from server.auth.jwt_verifier import JwtSettings, JwtVerifier
+from server.errors import Unauthenticated
+from tests.jwts import AUDIENCE, ISSUER, Issuer
 from tests.lifecycle import create, get_value, list_page
 from tests.sensitive import remember
 from tests.wire import ConnectWire, GrpcWire, RpcError, Wire, connect_error
@@ -200,3 +205,94 @@ async def test_missing_and_malformed_credentials(auth_wire: Wire, header: str | 
             )
         code, message = caught.value.code().name.lower(), caught.value.details()
     assert (code, message) == ("unauthenticated", reason)
+
+
+# -- keys and algorithms must fit each other ---------------------------------
+
+
+@pytest.mark.parametrize(("alg", "kid"), [("ES256", "rsa-1"), ("RS256", "ec-1")])
+async def test_alg_that_does_not_fit_the_named_key(auth_wire: Wire, alg: str, kid: str) -> None:
+    """PyJWT raises a TypeError for a key of the wrong type: it was an internal error."""
+    token = forge({"alg": alg, "typ": "JWT", "kid": kid}, claims(), b"junk")
+    await refused(auth_wire, token, "credential algorithm does not fit its key")
+
+
+@pytest.mark.parametrize("kid", ["rsa-1", "ec-1"])
+async def test_a_token_without_kid_is_checked_with_the_keys_of_its_type(
+    auth_wire: Wire, jwt_issuer: Issuer, kid: str
+) -> None:
+    key, alg = jwt_issuer.keys[kid]
+    token = remember(pyjwt.encode(claims(), key, algorithm=alg))  # type: ignore[arg-type]
+    assert await answer(auth_wire, token) == ("ok", "")
+
+
+async def test_a_kid_that_is_not_a_string(auth_wire: Wire) -> None:
+    """PyJWT refuses it before any key is looked up (the key set is keyed by strings)."""
+    token = forge({"alg": "RS256", "typ": "JWT", "kid": ["rsa-1"]}, claims(), b"junk")
+    await refused(auth_wire, token, "credential is malformed")
+
+
+async def test_a_jti_with_a_nul_is_not_stored(auth_wire: Wire, jwt_issuer: Issuer) -> None:
+    """The credential id goes into every audit row: a NUL there failed every write."""
+    token = jwt_issuer.token(uuid4(), "PRINCIPAL_SERVICE_ACCOUNT", jti="a\x00b")
+    created = await create(auth_wire.with_credential(token))
+    assert created.id
+
+
+def _verifier(
+    tmp_path: Path,
+    *,
+    algorithms: tuple[str, ...],
+    jwks: list[dict[str, Any]] | None = None,
+    pems: tuple[PrivateKeyTypes, ...] = (),
+) -> JwtVerifier:
+    jwks_file = None
+    if jwks is not None:
+        jwks_file = tmp_path / "jwks.json"
+        jwks_file.write_text(json.dumps({"keys": jwks}))
+    pem_files = []
+    for i, key in enumerate(pems):
+        path = tmp_path / f"key-{i}.pem"
+        path.write_bytes(
+            key.public_key().public_bytes(  # type: ignore[union-attr]
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        pem_files.append(path)
+    return JwtVerifier(JwtSettings(ISSUER, AUDIENCE, jwks_file, tuple(pem_files), algorithms=algorithms))
+
+
+def _signed(key: PrivateKeyTypes, alg: str, **headers: str) -> str:
+    return remember(pyjwt.encode(claims(jti="j-1"), key, algorithm=alg, headers=headers or None))  # type: ignore[arg-type]
+
+
+def test_pem_keys_of_two_types_each_verify_their_own(tmp_path: Path) -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    verifier = _verifier(tmp_path, algorithms=("RS256", "ES256"), pems=(rsa_key, ec_key))
+    for key, alg in ((rsa_key, "RS256"), (ec_key, "ES256")):
+        assert verifier.verify(_signed(key, alg)).credential_id == "jwt:j-1"
+    p384 = ec.generate_private_key(ec.SECP384R1())  # an EC key, but not of ES256's curve
+    with pytest.raises(Unauthenticated, match="signed by an unknown key"):
+        _verifier(tmp_path, algorithms=("ES256",), pems=(p384,)).verify(_signed(ec_key, "ES256"))
+
+
+def test_a_jwks_key_is_used_only_with_the_alg_it_declares(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    declared = _verifier(tmp_path, algorithms=("RS256", "PS256"), jwks=[{**jwk, "kid": "k", "alg": "RS256"}])
+    assert declared.verify(_signed(key, "RS256", kid="k")).credential_id == "jwt:j-1"
+    with pytest.raises(Unauthenticated, match="does not fit its key"):
+        declared.verify(_signed(key, "PS256", kid="k"))
+    with pytest.raises(Unauthenticated, match="signed by an unknown key"):
+        declared.verify(_signed(key, "PS256"))
+    undeclared = _verifier(tmp_path, algorithms=("RS256", "PS256"), jwks=[{**jwk, "kid": "k"}])
+    assert undeclared.verify(_signed(key, "PS256", kid="k")).credential_id == "jwt:j-1"
+
+
+def test_an_odd_jti_becomes_the_tokens_digest(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    verifier = _verifier(tmp_path, algorithms=("ES256",), pems=(key,))
+    for jti in ("a\x00b", "with space", "x" * 129):
+        token = remember(pyjwt.encode(claims(jti=jti), key, algorithm="ES256"))
+        assert verifier.verify(token).credential_id.startswith("jwt:sha256:")

@@ -4,7 +4,8 @@ Keys come from a JWKS file and/or PEM public key files, re-read whenever a
 file changes on disk (checked on each verification: one stat per file), so a
 rotated key set needs no restart. Only asymmetric algorithms are accepted,
 and symmetric ("oct") keys in a JWKS are ignored: no `none`, and no HMAC
-keyed with a public key.
+keyed with a public key. A token is checked only against keys that fit its
+algorithm: by type and curve, and by the JWK's own `alg` when it has one.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from gitpod.v1 import identity_pb2
@@ -25,6 +28,8 @@ from server.auth.caller import Caller
 from server.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
+
+_PLAIN_JTI = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 
 ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -60,14 +65,40 @@ _REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
 )
 
 
+_CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "ES256": ec.SECP256R1,
+    "ES384": ec.SECP384R1,
+    "ES512": ec.SECP521R1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    key: Any
+    alg: str | None  # the JWK's own "alg", when it names one (RFC 8725 3.1)
+
+    def fits(self, alg: str) -> bool:
+        """Whether a token signed with alg can be checked with this key: the
+        key's own alg if it declares one, and the key's type. PyJWT raises a
+        TypeError, not a verification failure, for a key of the wrong type."""
+        if self.alg is not None and self.alg != alg:
+            return False
+        if alg[:2] in ("RS", "PS"):
+            return isinstance(self.key, rsa.RSAPublicKey)
+        if alg in _CURVES:
+            key = self.key
+            return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, _CURVES[alg])
+        return alg == "EdDSA" and isinstance(self.key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
+
+
 class _KeySet:
     """The verification keys, reloaded when their files change."""
 
     def __init__(self, settings: JwtSettings) -> None:
         self._settings = settings
         self._stamp: tuple[tuple[int, int], ...] | None = None
-        self._by_kid: dict[str, Any] = {}
-        self._all: list[Any] = []
+        self._by_kid: dict[str, _Key] = {}
+        self._all: list[_Key] = []
 
     def _files(self) -> list[Path]:
         jwks = [self._settings.jwks_file] if self._settings.jwks_file else []
@@ -84,26 +115,33 @@ class _KeySet:
         stamp = self._current_stamp()
         if stamp == self._stamp:
             return
-        by_kid: dict[str, Any] = {}
-        every: list[Any] = []
+        by_kid: dict[str, _Key] = {}
+        every: list[_Key] = []
         if self._settings.jwks_file is not None:
             doc = json.loads(self._settings.jwks_file.read_text())
             for jwk in doc.get("keys", []):
                 if jwk.get("kty") == "oct":
                     continue  # symmetric: never a verification key here
-                key = jwt.PyJWK.from_dict(jwk).key
+                alg = jwk.get("alg")
+                key = _Key(jwt.PyJWK.from_dict(jwk).key, alg if isinstance(alg, str) else None)
                 every.append(key)
                 if "kid" in jwk:
                     by_kid[jwk["kid"]] = key
         for pem in self._settings.pem_files:
-            every.append(load_pem_public_key(pem.read_bytes()))
+            every.append(_Key(load_pem_public_key(pem.read_bytes()), None))
         self._by_kid, self._all, self._stamp = by_kid, every, stamp
         log.info("loaded %d JWT verification key(s)", len(every))
 
-    def candidates(self, kid: str | None) -> list[Any]:
+    def candidates(self, kid: str | None, alg: str) -> list[Any]:
+        """The keys a token with this kid and alg may be checked against."""
         if kid is not None and kid in self._by_kid:
-            return [self._by_kid[kid]]
-        return [] if kid is not None and self._by_kid and not self._settings.pem_files else self._all
+            named = self._by_kid[kid]
+            if not named.fits(alg):
+                raise Unauthenticated("credential algorithm does not fit its key")
+            return [named.key]
+        if kid is not None and self._by_kid and not self._settings.pem_files:
+            return []
+        return [k.key for k in self._all if k.fits(alg)]
 
 
 class JwtVerifier:
@@ -126,17 +164,18 @@ class JwtVerifier:
         except (OSError, ValueError, jwt.PyJWTError) as exc:
             log.error("cannot load JWT keys: %s", type(exc).__name__)
             raise Unauthenticated("credential cannot be verified now") from None
-        claims = self._decode(token, header.get("kid"))
+        # PyJWT has refused a kid that is not a string.
+        claims = self._decode(token, header.get("kid"), header["alg"])
         return self._caller(token, claims)
 
-    def _decode(self, token: str, kid: str | None) -> dict[str, Any]:
+    def _decode(self, token: str, kid: str | None, alg: str) -> dict[str, Any]:
         failure: jwt.PyJWTError | None = None
-        for key in self._keys.candidates(kid):
+        for key in self._keys.candidates(kid, alg):
             try:
                 claims: dict[str, Any] = jwt.decode(
                     token,
                     key,
-                    algorithms=list(self._settings.algorithms),
+                    algorithms=[alg],
                     audience=self._settings.audience,
                     issuer=self._settings.issuer,
                     leeway=self._settings.leeway_s,
@@ -160,7 +199,10 @@ class JwtVerifier:
         if principal == identity_pb2.PRINCIPAL_UNSPECIFIED:
             raise Unauthenticated(f"credential lacks a valid {self._settings.principal_claim!r} claim")
         jti = claims.get("jti")
-        credential_id = f"jwt:{jti}" if isinstance(jti, str) and jti else f"jwt:sha256:{_digest(token)}"
+        # The credential id is stored with every audit row: an odd jti (a NUL
+        # would fail every insert) is replaced by the token's digest.
+        plain = isinstance(jti, str) and _PLAIN_JTI.fullmatch(jti)
+        credential_id = f"jwt:{jti}" if plain else f"jwt:sha256:{_digest(token)}"
         scope = claims.get("scope", "")
         grants = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
         return Caller(principal, subject_id, credential_id, grants)
