@@ -17,19 +17,26 @@ log = logging.getLogger(__name__)
 
 
 class CachedApiKeys:
-    __slots__ = ("_cache", "_max", "_stop", "_store", "_ttl_s", "_watching")
+    __slots__ = ("_cache", "_generation", "_max", "_stop", "_store", "_ttl_s", "_watching")
 
     def __init__(self, store: ApiKeyStore, *, ttl_s: float = 30.0, max_entries: int = 10_000) -> None:
         self._store = store
         self._ttl_s = ttl_s
         self._max = max_entries
         self._cache: dict[bytes, tuple[ApiKeyRow, float]] = {}
+        # Counts revocations heard: a lookup that a revocation overtook is not
+        # cached, since its row may predate the revocation.
+        self._generation = 0
         self._watching = False
         self._stop: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
-        self._stop = await self._store.watch_revocations(self._cache.clear, self._lost)
+        self._stop = await self._store.watch_revocations(self._revoked, self._lost)
         self._watching = True
+
+    def _revoked(self) -> None:
+        self._generation += 1
+        self._cache.clear()
 
     async def close(self) -> None:
         self._watching = False
@@ -41,15 +48,16 @@ class CachedApiKeys:
     def _lost(self) -> None:
         log.warning("lost the API key revocation watch; API keys are no longer cached")
         self._watching = False
-        self._cache.clear()
+        self._revoked()
 
     async def find_active(self, key_hash: bytes) -> ApiKeyRow | None:
         hit = self._cache.get(key_hash)
         now = time.monotonic()
         if hit is not None and self._watching and now < hit[1]:
             return hit[0]
+        generation = self._generation
         row = await self._store.find_active(key_hash)
-        if row is not None and self._watching:
+        if row is not None and self._watching and generation == self._generation:
             if len(self._cache) >= self._max:
                 self._cache.clear()
             self._cache[key_hash] = (row, now + self._ttl_s)
