@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from uuid import UUID, uuid4
 
 import asyncpg
+import grpc
 import pytest
+from google.protobuf import json_format
 
 from gitpod.v1 import identity_pb2
+from gitpod.v1 import runner_configuration_pb2 as pb
 from server.auth.api_key_cache import CachedApiKeys
 from server.auth.api_keys import hash_api_key, new_api_key
 from server.auth.authenticator import Authenticator
@@ -18,7 +22,7 @@ from tests.cli import run_cli
 from tests.lifecycle import create, get_value, list_page
 from tests.requests import create_request
 from tests.sensitive import remember
-from tests.wire import RpcError, Wire
+from tests.wire import SERVICE, ConnectWire, GrpcWire, RpcError, Wire, connect_error
 
 
 async def test_create_use_list_revoke(wire: Wire, database_dsn: str, pool: asyncpg.Pool) -> None:
@@ -115,6 +119,57 @@ async def test_keys_are_cached_until_a_revocation_is_notified(pool: asyncpg.Pool
         await cache.close()
 
 
+class HeldStore(ApiKeyStore):
+    """The real store, whose lookups can be held after the database answered,
+    and which tells when a revocation notice arrived."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.answered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.heard = asyncio.Event()
+        self.hold = False
+
+    async def find_active(self, key_hash: bytes) -> ApiKeyRow | None:
+        row = await super().find_active(key_hash)
+        if self.hold:
+            self.answered.set()
+            await self.release.wait()
+        return row
+
+    async def watch_revocations(
+        self, on_revoke: Callable[[], None], on_lost: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]]:
+        def revoked() -> None:
+            on_revoke()
+            self.heard.set()
+
+        return await super().watch_revocations(revoked, on_lost)
+
+
+async def test_a_lookup_overtaken_by_a_revocation_is_not_cached(pool: asyncpg.Pool) -> None:
+    """The database saw the key active, then the revocation's notice came in
+    before that answer was cached: caching it would serve a revoked key until
+    the entry expired."""
+    store = HeldStore(pool)
+    cache = CachedApiKeys(store)
+    await cache.start()
+    try:
+        key = remember(new_api_key())
+        key_id = await store.create(hash_api_key(key), identity_pb2.PRINCIPAL_RUNNER, uuid4())
+        store.hold = True
+        lookup = asyncio.create_task(cache.find_active(hash_api_key(key)))
+        await asyncio.wait_for(store.answered.wait(), 10)
+        assert await ApiKeyStore(pool).revoke(key_id)
+        await asyncio.wait_for(store.heard.wait(), 10)
+        store.hold = False
+        store.release.set()
+        assert await lookup is not None  # it raced the revocation, and may pass
+        assert await cache.find_active(hash_api_key(key)) is None
+    finally:
+        await cache.close()
+
+
 async def test_an_authenticated_key_is_refused_once_revoked(pool: asyncpg.Pool) -> None:
     """The Authenticator keeps each key's Caller, but the lookup still runs on
     every call: a key revoked after use is refused on its next call."""
@@ -127,8 +182,8 @@ async def test_an_authenticated_key_is_refused_once_revoked(pool: asyncpg.Pool) 
         key_id = await ApiKeyStore(pool).create(
             hash_api_key(key), identity_pb2.PRINCIPAL_RUNNER, subject, ("secrets:read",)
         )
-        first = await auth.authenticate(f"Bearer {key}", None, "GetHostAuthenticationToken")
-        second = await auth.authenticate(f"Bearer {key}", None, "GetHostAuthenticationToken")
+        first = await auth.authenticate([f"Bearer {key}"], None, "GetHostAuthenticationToken")
+        second = await auth.authenticate([f"Bearer {key}"], None, "GetHostAuthenticationToken")
         assert first.caller == second.caller
         assert first.caller.principal == identity_pb2.PRINCIPAL_RUNNER
         assert first.caller.subject_id == subject
@@ -141,6 +196,34 @@ async def test_an_authenticated_key_is_refused_once_revoked(pool: asyncpg.Pool) 
                 break
             await asyncio.sleep(0.02)
         with pytest.raises(Unauthenticated):
-            await auth.authenticate(f"Bearer {key}", None, "GetHostAuthenticationToken")
+            await auth.authenticate([f"Bearer {key}"], None, "GetHostAuthenticationToken")
     finally:
         await cache.close()
+
+
+@pytest.mark.parametrize("bogus_first", [False, True])
+async def test_more_than_one_authorization_header_is_refused(
+    wire: Wire, admin_key: str, bogus_first: bool
+) -> None:
+    """Connect read the first copy and gRPC the last: each wire let a different
+    one through, and a proxy in front may check yet another."""
+    headers = [("authorization", f"Bearer {admin_key}"), ("authorization", "Bearer hak_bogus")]
+    if bogus_first:
+        headers.reverse()
+    request = pb.ListHostAuthenticationTokensRequest()
+    if isinstance(wire, GrpcWire):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await wire.stub.ListHostAuthenticationTokens(request, metadata=tuple(headers))
+        code, message = caught.value.code().name.lower(), caught.value.details()
+    else:
+        assert isinstance(wire, ConnectWire)
+        body = json_format.MessageToJson(request) if wire.encoding == "json" else request.SerializeToString()
+        response = await wire.http.post(
+            f"/{SERVICE}/ListHostAuthenticationTokens",
+            content=body,
+            headers=[("content-type", f"application/{wire.encoding}"), *headers],
+        )
+        error = connect_error(response)
+        code, message = error.code, error.message
+    assert (code, message) == ("unauthenticated", "more than one Authorization header: send one")
+    assert admin_key not in (message or "")

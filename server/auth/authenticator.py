@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from typing import Protocol
 from uuid import UUID
 
@@ -42,12 +43,15 @@ class Authenticator:
         # the lookup above still runs, so a revoked key is refused.
         self._callers: dict[UUID, Caller] = {}
 
-    async def authenticate(self, authorization: str | None, request_id: str | None, method: str) -> Call:
-        """The call's caller, or Unauthenticated with a reason that never
-        quotes the credential."""
+    async def authenticate(self, authorization: Sequence[str], request_id: str | None, method: str) -> Call:
+        """The call's caller, from every Authorization header it sent, or
+        Unauthenticated with a reason that never quotes the credential."""
         rid = request_id_from(request_id)
         try:
-            caller = await self._caller(authorization)
+            if len(authorization) > 1:
+                # A proxy in front may have checked another copy than we would.
+                raise Unauthenticated("more than one Authorization header: send one")
+            caller = await self._caller(authorization[0] if authorization else None)
         except Unauthenticated as exc:
             log.warning("request %s: unauthenticated %s: %s", rid, method, exc.message)
             raise

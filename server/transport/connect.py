@@ -62,7 +62,7 @@ class ConnectRunnerConfiguration:
         try:
             headers = ctx.request_headers
             call = await self._auth.authenticate(
-                headers.get("authorization"), headers.get("x-request-id"), ctx.method.name
+                headers.getall("authorization"), headers.get("x-request-id"), ctx.method.name
             )
             ctx.response_headers["x-request-id"] = call.request_id
             return await method(request, call)

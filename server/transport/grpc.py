@@ -56,10 +56,14 @@ async def _call(
     context: Context[Req, Res],
 ) -> Res:
     try:
-        metadata = {
-            key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
-        }
-        call = await auth.authenticate(metadata.get("authorization"), metadata.get("x-request-id"), name)
+        authorization: list[str] = []
+        request_id: str | None = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                authorization.append(value)
+            elif key == "x-request-id" and isinstance(value, str):
+                request_id = value
+        call = await auth.authenticate(authorization, request_id, name)
         # The request id goes back in the trailers, which travel with the
         # status: initial metadata of its own would be a separate send (14 %
         # of a Get over gRPC, measured). An abort keeps trailers set here.
