@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -296,3 +297,18 @@ def test_an_odd_jti_becomes_the_tokens_digest(tmp_path: Path) -> None:
     for jti in ("a\x00b", "with space", "x" * 129):
         token = remember(pyjwt.encode(claims(jti=jti), key, algorithm="ES256"))
         assert verifier.verify(token).credential_id.startswith("jwt:sha256:")
+
+
+def test_a_key_file_rewritten_with_its_old_mtime_and_size_is_reread(tmp_path: Path) -> None:
+    """As `cp -p` or `rsync -a` leave it: a withdrawn key must stop verifying."""
+    old_key, new_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    verifier = _verifier(tmp_path, algorithms=("ES256",), pems=(old_key,))
+    pem = tmp_path / "key-0.pem"
+    assert verifier.verify(_signed(old_key, "ES256")).credential_id == "jwt:j-1"
+    before = pem.stat()
+    _verifier(tmp_path, algorithms=("ES256",), pems=(new_key,))  # rewrites key-0.pem in place
+    os.utime(pem, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (pem.stat().st_size, pem.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    with pytest.raises(Unauthenticated, match="signature does not verify"):
+        verifier.verify(_signed(old_key, "ES256"))
+    assert verifier.verify(_signed(new_key, "ES256")).credential_id == "jwt:j-1"

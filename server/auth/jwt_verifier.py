@@ -96,7 +96,7 @@ class _KeySet:
 
     def __init__(self, settings: JwtSettings) -> None:
         self._settings = settings
-        self._stamp: tuple[tuple[int, int], ...] | None = None
+        self._stamp: tuple[tuple[int, ...], ...] | None = None
         self._by_kid: dict[str, _Key] = {}
         self._all: list[_Key] = []
 
@@ -104,11 +104,13 @@ class _KeySet:
         jwks = [self._settings.jwks_file] if self._settings.jwks_file else []
         return [*jwks, *self._settings.pem_files]
 
-    def _current_stamp(self) -> tuple[tuple[int, int], ...]:
+    def _current_stamp(self) -> tuple[tuple[int, ...], ...]:
+        # ctime and inode as well: a copy that keeps the old mtime and size
+        # (cp -p, rsync -a) still changes the ctime, a rename the inode.
         stamps = []
         for path in self._files():
             st = path.stat()
-            stamps.append((st.st_mtime_ns, st.st_size))
+            stamps.append((st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size))
         return tuple(stamps)
 
     def refresh(self) -> None:
