@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.auth.api_keys import PREFIX as API_KEY_PREFIX
 from server.auth.jwt_verifier import JwtSettings
 
 
@@ -96,16 +98,16 @@ class Settings:
             dev=dev,
             http_server=http_server,
             jwt=_jwt_settings(env),
-            dev_api_key=env.get("HOSTAUTH_DEV_API_KEY") or None,
+            dev_api_key=_dev_api_key(env),
             heartbeat_s=_seconds(env, "HOSTAUTH_HEARTBEAT_S", 2.0),
             kms_key_id=env.get("HOSTAUTH_KMS_KEY_ID") or None,
             kms_endpoint_url=env.get("HOSTAUTH_KMS_ENDPOINT_URL") or None,
-            kms_cache_size=int(_seconds(env, "HOSTAUTH_KMS_CACHE_SIZE", 10_000)),
+            kms_cache_size=_count(env, "HOSTAUTH_KMS_CACHE_SIZE", 10_000),
             kms_cache_ttl_s=_seconds(env, "HOSTAUTH_KMS_CACHE_TTL_S", 300.0),
-            workers=int(_seconds(env, "HOSTAUTH_WORKERS", float(os.cpu_count() or 1))),
+            workers=_count(env, "HOSTAUTH_WORKERS", os.cpu_count() or 1),
             pin_workers=_switch(env, "HOSTAUTH_PIN_WORKERS", default=True),
             batch_scheduling=_switch(env, "HOSTAUTH_BATCH_SCHEDULING", default=True),
-            db_pool_size=int(_seconds(env, "HOSTAUTH_DB_POOL_SIZE", 10)),
+            db_pool_size=_count(env, "HOSTAUTH_DB_POOL_SIZE", 10),
             bench_echo=env.get("HOSTAUTH_BENCH_ECHO") == "1",
         )
         if settings.database_url is None and not dev:
@@ -122,6 +124,29 @@ def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if value in ("0", "false", "off", "no"):
         return False
     raise ConfigError(f"{name} must be on or off (1/0, true/false), got {value!r}")
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdecimal() or int(text) == 0:
+        raise ConfigError(f"{name} must be a whole number above 0, got {text!r}")
+    return int(text)
+
+
+# A key of one's own must be one the Authenticator takes for an API key.
+_DEV_API_KEY = re.compile(re.escape(API_KEY_PREFIX) + r"[A-Za-z0-9_-]{16,}")
+
+
+def _dev_api_key(env: Mapping[str, str]) -> str | None:
+    key = env.get("HOSTAUTH_DEV_API_KEY") or None
+    if key is not None and not _DEV_API_KEY.fullmatch(key):
+        raise ConfigError(
+            f"HOSTAUTH_DEV_API_KEY must be {API_KEY_PREFIX} and at least 16 characters of A-Z, a-z, 0-9,"
+            " _ or - (as `api-keys create` makes them)"
+        )
+    return key
 
 
 def _jwt_settings(env: Mapping[str, str]) -> JwtSettings | None:

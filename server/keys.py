@@ -50,7 +50,10 @@ def load_keyring(settings: Settings) -> LocalKeyring | None:
         print(_DEV_WARNING.format(path=path), file=sys.stderr, flush=True)
     else:
         log.warning("using the DEVELOPMENT keyring %s: for development only", path)
-    return LocalKeyring.from_file(path)
+    try:
+        return LocalKeyring.from_file(path)
+    except (KeyringError, OSError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_keys(settings: Settings) -> Keys:

@@ -76,7 +76,10 @@ class LocalKeyring:
             if len(material) != KEY_BYTES:
                 raise KeyringError(f"key {key_id!r} must be {KEY_BYTES} bytes")
         if primary not in keys:
-            raise KeyringError(f"primary key {primary!r} is not in the keyring")
+            raise KeyringError(
+                f'primary key {primary!r} is not in the keyring: set its "primary" to a key it'
+                " holds (after a rotation, the new primary)"
+            )
         # One AESGCM object per KEK, made once: it is reused for every wrap.
         self._keys = {key_id: AESGCM(material) for key_id, material in keys.items()}
         self._primary = primary
