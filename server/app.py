@@ -42,7 +42,11 @@ def bind_http(addr: Address, *, reuse_port: bool) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:  # worker processes share the port; the kernel spreads connections
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((addr.host, addr.port))
+    try:
+        sock.bind((addr.host, addr.port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {addr}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
 
@@ -89,9 +93,12 @@ async def serve(
         reuse_port=reuse_port,
         bench_echo=settings.bench_echo,
     )
-    grpc_port = grpc_server.server.add_insecure_port(str(settings.grpc_addr))
+    try:  # grpcio raises RuntimeError for a port it cannot bind (older ones returned 0)
+        grpc_port = grpc_server.server.add_insecure_port(str(settings.grpc_addr))
+    except RuntimeError:
+        grpc_port = 0
     if grpc_port == 0:
-        raise OSError(f"cannot listen for gRPC on {settings.grpc_addr}")
+        raise OSError(f"cannot listen on {settings.grpc_addr} (gRPC)")
     # The HTTP socket is bound here, not by the ASGI server, so that port 0
     # (tests) resolves to a known port before anyone connects.
     sock = bind_http(settings.http_addr, reuse_port=reuse_port)

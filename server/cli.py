@@ -44,7 +44,7 @@ from server.service import HostAuthService
 from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key, list_audit
 from server.store.coalesce import batches_in_flight_per_worker
 from server.store.encryption_keys import KeyStore
-from server.workers import supervise
+from server.workers import ensure_ports_free, supervise
 
 log = logging.getLogger("server")
 
@@ -67,6 +67,7 @@ async def run_server(settings: Settings, dsn: str, *, worker: bool = False) -> N
     jwt = JwtVerifier(settings.jwt) if settings.jwt else None
     pool = await connect_pool(dsn, min_size=min(2, settings.db_pool_size), max_size=settings.db_pool_size)
     heartbeat: asyncio.Task[None] | None = None
+    cached_keys: CachedApiKeys | None = None
     try:
         key_store = KeyStore(pool)
         sealer = Sealer(keys, await register_and_check(keys, key_store))
@@ -95,8 +96,11 @@ async def run_server(settings: Settings, dsn: str, *, worker: bool = False) -> N
             )
             await stop.wait()
             log.info("shutting down")
-        await cached_keys.close()
     finally:
+        # The revocation watch holds a pooled connection: closing the pool
+        # would wait for it forever (say, when a port could not be bound).
+        if cached_keys is not None:
+            await cached_keys.close()
         if heartbeat is not None:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -246,11 +250,12 @@ def main(argv: list[str] | None = None) -> int:
             elif args.worker:
                 asyncio.run(run_server(settings, dsn, worker=True))
             elif (workers := args.workers or settings.workers) > 1:
+                ensure_ports_free(settings.http_addr, settings.grpc_addr)
                 asyncio.run(prepare(settings, dsn))
                 return supervise(dataclasses.replace(settings, workers=workers), dsn)
             else:  # one process: all the batches in flight are its own
                 asyncio.run(run_server(dataclasses.replace(settings, workers=1), dsn))
-    except KeyAdminError as exc:
+    except (KeyAdminError, OSError) as exc:  # OSError: a port taken, a database not reachable
         print(f"hostauth: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 
-from server.config import Settings
+from server.config import Address, Settings
 from server.embedded_pg import die_with_parent
 from server.keys import DEV_KEYRING_NAME
 
@@ -46,6 +47,23 @@ def _worker_setup(cpu: int | None) -> Callable[[], None]:
             os.sched_setaffinity(0, {cpu})
 
     return preexec
+
+
+def ensure_ports_free(*addrs: Address) -> None:
+    """OSError naming the first address another process listens on. Workers
+    bind with SO_REUSEPORT, and so would join the ports of another server of
+    the same user, unnoticed, and take a share of its traffic: so the
+    supervisor binds each port plainly first, which that refuses."""
+    for addr in addrs:
+        if addr.port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((addr.host, addr.port))
+            except OSError as exc:
+                raise OSError(f"cannot listen on {addr}: {exc.strerror}") from None
 
 
 def supervise(settings: Settings, dsn: str) -> int:

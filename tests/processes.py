@@ -41,8 +41,10 @@ class ServerProcess:
         return self.log.read_text()
 
 
-def start_server(log_dir: Path, env: Mapping[str, str], *, args: tuple[str, ...] = ()) -> ServerProcess:
-    http_port, grpc_port = free_port(), free_port()
+def start_server(
+    log_dir: Path, env: Mapping[str, str], *, args: tuple[str, ...] = (), ports: tuple[int, int] | None = None
+) -> ServerProcess:
+    http_port, grpc_port = ports or (free_port(), free_port())
     log = log_dir / f"server-{http_port}.log"
     full_env = {
         **os.environ,

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from server.store import ApiKeyStore, connect_pool
 from server.store.migrate import load_migrations
 from tests.conftest import TEST_KEYRING_JSON, make_api_key
 from tests.db import create_database
-from tests.processes import ROOT, ServerProcess, start_server, wait_serving
+from tests.processes import ROOT, ServerProcess, free_port, start_server, wait_serving
 from tests.requests import create_request
 from tests.sensitive import leaks, remember
 from tests.wire import ConnectWire, GrpcWire
@@ -224,6 +225,55 @@ async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: st
     finally:
         if server.proc.poll() is None:
             server.stop()
+
+
+def _listening(port: int, *, reuse_port: bool) -> socket.socket:
+    """Another server on the port, of this same user."""
+    sock = socket.socket()
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+async def _exits(server: ServerProcess, within_s: float = 30) -> tuple[int, str]:
+    for _ in range(int(within_s * 10)):
+        if server.proc.poll() is not None:
+            return server.proc.returncode, server.log.read_text()
+        await asyncio.sleep(0.1)
+    log = server.stop()
+    raise AssertionError(f"still running after {within_s}s:\n{log}")
+
+
+@pytest.mark.parametrize("taken", ["http", "grpc"])
+async def test_workers_do_not_join_another_servers_port(admin_dsn: str, log_dir: Path, taken: str) -> None:
+    """With SO_REUSEPORT, workers would have bound beside it and taken a share
+    of its connections without a word."""
+    ports = (free_port(), free_port())
+    port = ports[0] if taken == "http" else ports[1]
+    with _listening(port, reuse_port=True):
+        dsn = await create_database(admin_dsn)
+        env = {"DATABASE_URL": dsn, "HOSTAUTH_KEYRING": TEST_KEYRING_JSON}
+        code, log = await _exits(start_server(log_dir, env, args=("--workers", "2"), ports=ports))
+    assert code == 1
+    assert f"hostauth: cannot listen on 127.0.0.1:{port}: Address already in use" in log
+    assert "started" not in log  # no worker was started
+
+
+@pytest.mark.parametrize("taken", ["http", "grpc"])
+async def test_a_lone_process_on_a_taken_port_exits(admin_dsn: str, log_dir: Path, taken: str) -> None:
+    """It used to hang after gRPC's refusal: the pool waited for the
+    connection the revocation watch held."""
+    ports = (free_port(), free_port())
+    port = ports[0] if taken == "http" else ports[1]
+    with _listening(port, reuse_port=False):
+        dsn = await create_database(admin_dsn)
+        env = {"DATABASE_URL": dsn, "HOSTAUTH_KEYRING": TEST_KEYRING_JSON}
+        code, log = await _exits(start_server(log_dir, env, args=("--workers", "1"), ports=ports))
+    assert code == 1
+    assert "hostauth: " in log
+    assert f"127.0.0.1:{port}" in log.splitlines()[-1]
 
 
 async def test_a_lone_process_keeps_all_the_batches_in_flight(admin_dsn: str, log_dir: Path) -> None:
