@@ -7,22 +7,20 @@ from collections.abc import Awaitable, Callable
 from uuid import UUID, uuid4
 
 import asyncpg
-import grpc
 import pytest
-from google.protobuf import json_format
 
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 from server.auth.api_key_cache import CachedApiKeys
 from server.auth.api_keys import hash_api_key, new_api_key
-from server.auth.authenticator import Authenticator
+from server.auth.authenticator import Authenticator, request_id_from
 from server.errors import Unauthenticated
 from server.store import ApiKeyRow, ApiKeyStore
 from tests.cli import run_cli
 from tests.lifecycle import create, get_value, list_page
 from tests.requests import create_request
 from tests.sensitive import remember
-from tests.wire import SERVICE, ConnectWire, GrpcWire, RpcError, Wire, connect_error
+from tests.wire import RpcError, Wire, refused_with_headers
 
 
 async def test_create_use_list_revoke(wire: Wire, database_dsn: str, pool: asyncpg.Pool) -> None:
@@ -182,8 +180,12 @@ async def test_an_authenticated_key_is_refused_once_revoked(pool: asyncpg.Pool) 
         key_id = await ApiKeyStore(pool).create(
             hash_api_key(key), identity_pb2.PRINCIPAL_RUNNER, subject, ("secrets:read",)
         )
-        first = await auth.authenticate([f"Bearer {key}"], None, "GetHostAuthenticationToken")
-        second = await auth.authenticate([f"Bearer {key}"], None, "GetHostAuthenticationToken")
+        first = await auth.authenticate(
+            [f"Bearer {key}"], request_id_from(None), "GetHostAuthenticationToken"
+        )
+        second = await auth.authenticate(
+            [f"Bearer {key}"], request_id_from(None), "GetHostAuthenticationToken"
+        )
         assert first.caller == second.caller
         assert first.caller.principal == identity_pb2.PRINCIPAL_RUNNER
         assert first.caller.subject_id == subject
@@ -196,7 +198,7 @@ async def test_an_authenticated_key_is_refused_once_revoked(pool: asyncpg.Pool) 
                 break
             await asyncio.sleep(0.02)
         with pytest.raises(Unauthenticated):
-            await auth.authenticate([f"Bearer {key}"], None, "GetHostAuthenticationToken")
+            await auth.authenticate([f"Bearer {key}"], request_id_from(None), "GetHostAuthenticationToken")
     finally:
         await cache.close()
 
@@ -210,20 +212,8 @@ async def test_more_than_one_authorization_header_is_refused(
     headers = [("authorization", f"Bearer {admin_key}"), ("authorization", "Bearer hak_bogus")]
     if bogus_first:
         headers.reverse()
-    request = pb.ListHostAuthenticationTokensRequest()
-    if isinstance(wire, GrpcWire):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await wire.stub.ListHostAuthenticationTokens(request, metadata=tuple(headers))
-        code, message = caught.value.code().name.lower(), caught.value.details()
-    else:
-        assert isinstance(wire, ConnectWire)
-        body = json_format.MessageToJson(request) if wire.encoding == "json" else request.SerializeToString()
-        response = await wire.http.post(
-            f"/{SERVICE}/ListHostAuthenticationTokens",
-            content=body,
-            headers=[("content-type", f"application/{wire.encoding}"), *headers],
-        )
-        error = connect_error(response)
-        code, message = error.code, error.message
-    assert (code, message) == ("unauthenticated", "more than one Authorization header: send one")
-    assert admin_key not in (message or "")
+    error, _ = await refused_with_headers(
+        wire, "ListHostAuthenticationTokens", pb.ListHostAuthenticationTokensRequest(), headers
+    )
+    assert (error.code, error.message) == ("unauthenticated", "more than one Authorization header: send one")
+    assert admin_key not in error.message

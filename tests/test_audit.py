@@ -18,7 +18,7 @@ from tests.conftest import make_api_key
 from tests.lifecycle import create, delete, get, get_value, update
 from tests.requests import create_request, secret
 from tests.sensitive import leaks
-from tests.wire import ConnectWire, GrpcWire, RpcError, Wire
+from tests.wire import SERVICE, ConnectWire, GrpcWire, RpcError, Wire, refused_with_headers
 
 P = identity_pb2
 
@@ -220,3 +220,33 @@ async def test_grpc_answers_with_the_request_id_in_its_trailers(
             await call
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert ("x-request-id", f"trace-{outcome}") in tuple(await call.trailing_metadata() or ())
+
+
+@pytest.mark.parametrize("bad_credential", [False, True])
+@pytest.mark.parametrize("sent", ["trace-refused", None])
+async def test_an_unauthenticated_answer_carries_the_request_id(
+    wire: Wire, bad_credential: bool, sent: str | None
+) -> None:
+    """The id is settled before the credential is looked at, so an answer the
+    authenticator refused (whose log line names the id) carries it as well."""
+    headers = [("x-request-id", sent)] if sent else []
+    if bad_credential:
+        headers.append(("authorization", "Bearer hak_not_a_key_at_all_0000000000000000000000"))
+    error, ids = await refused_with_headers(
+        wire, "GetHostAuthenticationToken", pb.GetHostAuthenticationTokenRequest(id=str(uuid4())), headers
+    )
+    assert error.code == "unauthenticated"
+    assert len(ids) == 1
+    assert ids[0] == sent if sent else len(ids[0]) == 32
+
+
+async def test_an_undecodable_grpc_request_carries_the_request_id(wires: dict[str, Wire]) -> None:
+    wire = wires["grpc"]
+    assert isinstance(wire, GrpcWire)
+    call = wire.channel.unary_unary(f"/{SERVICE}/GetHostAuthenticationToken")(
+        b"\xff\xff", metadata=(("x-request-id", "trace-undecodable"),)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("x-request-id", "trace-undecodable") in tuple(await call.trailing_metadata() or ())

@@ -168,3 +168,33 @@ def connect_error(response: httpx.Response) -> RpcError:
     code = doc["code"]
     assert response.status_code == CONNECT_HTTP_STATUS[code], (response.status_code, doc)
     return RpcError(code, doc.get("message", ""))
+
+
+async def refused_with_headers(
+    wire: Wire, method: str, request: Message, headers: list[tuple[str, str]]
+) -> tuple[RpcError, list[str]]:
+    """A call expected to fail, sent with exactly these headers (repeats
+    kept; no credential added): its error, and the x-request-id values of
+    the answer (Connect's headers, gRPC's trailers)."""
+    if isinstance(wire, GrpcWire):
+        call = getattr(wire.stub, method)(request, metadata=tuple(headers))
+        try:
+            await call
+        except grpc.aio.AioRpcError as exc:
+            error = RpcError(exc.code().name.lower(), exc.details() or "")
+        else:
+            raise AssertionError(f"{method} succeeded")
+        ids = [str(v) for k, v in await call.trailing_metadata() or () if k == "x-request-id"]
+        return error, ids
+    assert isinstance(wire, ConnectWire)
+    body = (
+        json_format.MessageToJson(request).encode()
+        if wire.encoding == "json"
+        else request.SerializeToString()
+    )
+    response = await wire.http.post(
+        f"/{SERVICE}/{method}",
+        content=body,
+        headers=[("content-type", f"application/{wire.encoding}"), *headers],
+    )
+    return connect_error(response), response.headers.get_list("x-request-id")

@@ -43,10 +43,10 @@ class Authenticator:
         # the lookup above still runs, so a revoked key is refused.
         self._callers: dict[UUID, Caller] = {}
 
-    async def authenticate(self, authorization: Sequence[str], request_id: str | None, method: str) -> Call:
+    async def authenticate(self, authorization: Sequence[str], rid: str, method: str) -> Call:
         """The call's caller, from every Authorization header it sent, or
-        Unauthenticated with a reason that never quotes the credential."""
-        rid = request_id_from(request_id)
+        Unauthenticated with a reason that never quotes the credential. rid
+        is the call's request id (request_id_from), already on its answer."""
         try:
             if len(authorization) > 1:
                 # A proxy in front may have checked another copy than we would.

@@ -17,7 +17,7 @@ from connectrpc.request import RequestContext
 
 from gitpod.v1 import runner_configuration_pb2 as pb
 from gitpod.v1.runner_configuration_connect import RunnerConfigurationServiceASGIApplication
-from server.auth.authenticator import Authenticator
+from server.auth.authenticator import Authenticator, request_id_from
 from server.auth.caller import Call
 from server.errors import FieldViolation, InvalidArgument
 from server.service import HostAuthService
@@ -61,10 +61,9 @@ class ConnectRunnerConfiguration:
     async def _call(self, method: Callable[[Req, Call], Awaitable[Res]], request: Req, ctx: Ctx) -> Res:
         try:
             headers = ctx.request_headers
-            call = await self._auth.authenticate(
-                headers.getall("authorization"), headers.get("x-request-id"), ctx.method.name
-            )
-            ctx.response_headers["x-request-id"] = call.request_id
+            rid = request_id_from(headers.get("x-request-id"))
+            ctx.response_headers["x-request-id"] = rid  # on refusals too
+            call = await self._auth.authenticate(headers.getall("authorization"), rid, ctx.method.name)
             return await method(request, call)
         except Exception as exc:  # noqa: BLE001 # every failure becomes a status
             code, message = classify(ctx.method.name, exc)

@@ -15,8 +15,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gitpod.v1 import runner_configuration_pb2 as pb
-from server.auth.authenticator import Authenticator
+from server.auth.authenticator import Authenticator, request_id_from
 from server.auth.caller import Call
+from server.errors import ErrorCode
 from server.service import HostAuthService
 from server.transport.echo import grpc_echo_handler
 from server.transport.status import STATUS, classify
@@ -52,7 +53,7 @@ async def _call(
     auth: Authenticator,
     name: str,
     method: Callable[[Req, Call], Awaitable[Res]],
-    request: Req,
+    request: Req | _Undecodable,
     context: Context[Req, Res],
 ) -> Res:
     try:
@@ -63,14 +64,19 @@ async def _call(
                 authorization.append(value)
             elif key == "x-request-id" and isinstance(value, str):
                 request_id = value
-        call = await auth.authenticate(authorization, request_id, name)
+        rid = request_id_from(request_id)
         # The request id goes back in the trailers, which travel with the
-        # status: initial metadata of its own would be a separate send (14 %
-        # of a Get over gRPC, measured). An abort keeps trailers set here.
-        context.set_trailing_metadata((("x-request-id", call.request_id),))
-        if name in _FINISHED_WHEN_LEFT:
-            return await _finished_unless_late(method(request, call), context)
-        return await method(request, call)
+        # status, refusals included: initial metadata of its own would be a
+        # separate send (14 % of a Get over gRPC, measured). An abort keeps
+        # trailers set here.
+        context.set_trailing_metadata((("x-request-id", rid),))
+        if isinstance(request, _Undecodable):  # as on Connect, before the credential is looked at
+            code, message = ErrorCode.INVALID_ARGUMENT, request.reason
+        else:
+            call = await auth.authenticate(authorization, rid, name)
+            if name in _FINISHED_WHEN_LEFT:
+                return await _finished_unless_late(method(request, call), context)
+            return await method(request, call)
     except Exception as exc:  # noqa: BLE001 # every failure becomes a status
         code, message = classify(name, exc)
     await context.abort(STATUS[code][0], message)
@@ -105,9 +111,6 @@ def _method_handler(
     request_type: type[Message],
 ) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: Message | _Undecodable, context: Context[Any, Any]) -> Message:
-        if isinstance(request, _Undecodable):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
-            raise AssertionError("unreachable: abort raises")
         return await _call(auth, name, method, request, context)
 
     return grpc.unary_unary_rpc_method_handler(
