@@ -182,3 +182,36 @@ async def test_an_update_whose_client_left_is_still_applied(
             break
         await asyncio.sleep(0.05)
     assert value.token == new_value
+
+
+@pytest.mark.parametrize("method", ["UpdateHostAuthenticationToken", "DeleteHostAuthenticationToken"])
+async def test_a_grpc_write_cancelled_by_its_clients_deadline_is_called_off(
+    wires: dict[str, Wire], admin_key: str, database_dsn: str, method: str
+) -> None:
+    """A client's deadline fires before the server's copy of it (counted from
+    arrival) and resets the stream: the server saw a client that left, and
+    finished the write later, after the client had been told it failed.
+    Cancelling just before the deadline makes that order certain."""
+    wire = wires["grpc"]
+    assert isinstance(wire, GrpcWire)
+    created = create_request()
+    token = await create(wire, created)
+    request, _ = _requests(token.id)[method]
+    locker = await lock_tokens(database_dsn)
+    try:
+        call = getattr(wire.stub, method)(
+            request, metadata=(("authorization", f"Bearer {admin_key}"),), timeout=0.6
+        )
+        await asyncio.sleep(0.5)
+        assert not call.done()  # waiting on the locked table
+        call.cancel()
+        await asyncio.sleep(0.2)  # past the deadline on the server too
+    finally:
+        await locker.close()
+    await asyncio.sleep(0.3)
+    value = await wire.call(
+        "GetHostAuthenticationTokenValue",
+        pb.GetHostAuthenticationTokenValueRequest(id=token.id),
+        pb.GetHostAuthenticationTokenValueResponse,
+    )
+    assert value.token == created.token  # neither changed nor deleted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,13 +30,26 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RunnerConfigurationService"].full
 
 
 Context = grpc.aio.ServicerContext
+log = logging.getLogger(__name__)
 
 # grpc.aio cancels a call whose client leaves. An Update or a Delete already
 # under way is finished instead, as on Connect (server/transport/connect.py),
 # so a departed client's write has the same outcome on every wire. Create
 # already runs in a statement shared with other requests, which completes.
-# A deadline still calls it off, as on Connect.
+# A deadline still calls it off, as on Connect (see _DEADLINE_SLACK_S).
 _FINISHED_WHEN_LEFT = frozenset({"UpdateHostAuthenticationToken", "DeleteHostAuthenticationToken"})
+
+
+# A client's own deadline usually ends the call first: it resets the stream
+# when its timer fires, a moment before the server's copy of that deadline
+# (counted from when the request arrived) runs out. A cancel that close to
+# the deadline is taken for the deadline.
+_DEADLINE_SLACK_S = 1.0
+
+
+def _outcome_unheard(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:  # retrieved: nobody waits for it
+        log.info("a call whose client left ended with %s", type(task.exception()).__name__)
 
 
 async def _finished_unless_late(work: Awaitable[Res], context: Context[Any, Any]) -> Res:
@@ -44,8 +58,10 @@ async def _finished_unless_late(work: Awaitable[Res], context: Context[Any, Any]
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:  # the deadline, not the client, ended the call
+        if remaining is not None and remaining < _DEADLINE_SLACK_S:  # the deadline ended the call
             task.cancel()
+        else:
+            task.add_done_callback(_outcome_unheard)
         raise
 
 
