@@ -86,3 +86,10 @@ class DataLoss(ServiceError):
 
 class Internal(ServiceError):
     code = ErrorCode.INTERNAL
+
+
+class Unavailable(ServiceError):
+    code = ErrorCode.UNAVAILABLE
+
+
+DATABASE_UNAVAILABLE = "the database is unavailable; retry later"

@@ -18,6 +18,7 @@ from server.auth.caller import Call
 from server.crypto import DecryptionError, Sealer, SecretContext
 from server.cursor import CursorCodec
 from server.errors import (
+    DATABASE_UNAVAILABLE,
     Aborted,
     DataLoss,
     FieldViolation,
@@ -26,6 +27,7 @@ from server.errors import (
     NotFound,
     PermissionDenied,
     ServiceError,
+    Unavailable,
 )
 from server.policy import Action, Scope, may, scope_of
 from server.store import (
@@ -40,6 +42,7 @@ from server.store import (
     TokenChanges,
     TokenRecord,
     TokenStore,
+    is_outage,
 )
 from server.validation import create_violations, id_violations, list_violations, update_violations
 
@@ -173,6 +176,8 @@ class HostAuthService:
     async def _audit_refusal(self, call: Call, action: Action, token_id: UUID | None, exc: Exception) -> None:
         """Record a refused write or secret read; a failure here is logged, the
         refusal stands."""
+        if is_outage(exc) or isinstance(exc, Unavailable):
+            return  # the database is out: there is nowhere to record it
         outcome = exc.code.value if isinstance(exc, ServiceError) else "internal"
         try:
             await self._store.audit(self._event(call, action, token_id, outcome))
@@ -391,7 +396,9 @@ class HostAuthService:
         )
         try:
             found = await self._store.read_secrets(read)
-        except Exception as exc:  # noqa: BLE001 # whatever failed, no secret leaves
+        except Exception as exc:  # whatever failed, no secret leaves
+            if is_outage(exc):
+                raise Unavailable(DATABASE_UNAVAILABLE) from exc
             log.error("request %s: GetValue read failed: %s", call.request_id, type(exc).__name__)
             raise Internal("the read could not be recorded, so no secret is returned") from None
         if found is None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -16,6 +17,7 @@ from server.auth.api_keys import hash_api_key, new_api_key
 from server.auth.authenticator import Authenticator, request_id_from
 from server.errors import Unauthenticated
 from server.store import ApiKeyRow, ApiKeyStore
+from server.store.api_keys import REVOCATIONS
 from tests.cli import run_cli
 from tests.lifecycle import create, get_value, list_page
 from tests.requests import create_request
@@ -97,24 +99,36 @@ class CountingStore(ApiKeyStore):
         return await super().find_active(key_hash)
 
 
-async def test_keys_are_cached_until_a_revocation_is_notified(pool: asyncpg.Pool) -> None:
+async def _revoked_and_refused(pool: asyncpg.Pool, cache: CachedApiKeys, key: str, key_id: UUID) -> None:
+    """Revoke the key as the CLI does (from anywhere); the cache must drop it."""
+    assert await ApiKeyStore(pool).revoke(key_id)
+    for _ in range(50):  # the notification arrives within moments
+        if await cache.find_active(hash_api_key(key)) is None:
+            break
+        await asyncio.sleep(0.02)
+    assert await cache.find_active(hash_api_key(key)) is None
+
+
+@contextlib.asynccontextmanager
+async def _cached_key(pool: asyncpg.Pool) -> AsyncIterator[tuple[CountingStore, CachedApiKeys, str, UUID]]:
+    """A started cache over a counting store, and one fresh key."""
     store = CountingStore(pool)
     cache = CachedApiKeys(store)
     await cache.start()
     try:
         key = remember(new_api_key())
         key_id = await store.create(hash_api_key(key), identity_pb2.PRINCIPAL_RUNNER, uuid4())
+        yield store, cache, key, key_id
+    finally:
+        await cache.close()
+
+
+async def test_keys_are_cached_until_a_revocation_is_notified(pool: asyncpg.Pool) -> None:
+    async with _cached_key(pool) as (store, cache, key, key_id):
         for _ in range(3):
             assert (await cache.find_active(hash_api_key(key))) is not None
         assert store.lookups == 1  # served from memory after the first
-        assert await ApiKeyStore(pool).revoke(key_id)  # as the CLI does, from anywhere
-        for _ in range(50):  # the notification arrives within moments
-            if await cache.find_active(hash_api_key(key)) is None:
-                break
-            await asyncio.sleep(0.02)
-        assert await cache.find_active(hash_api_key(key)) is None
-    finally:
-        await cache.close()
+        await _revoked_and_refused(pool, cache, key, key_id)
 
 
 class HeldStore(ApiKeyStore):
@@ -217,3 +231,28 @@ async def test_more_than_one_authorization_header_is_refused(
     )
     assert (error.code, error.message) == ("unauthenticated", "more than one Authorization header: send one")
     assert admin_key not in error.message
+
+
+async def test_a_lost_revocation_watch_comes_back(
+    pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a database restart the watch's connection is gone; keys were
+    then looked up on every call for as long as the worker lived."""
+    async with _cached_key(pool) as (store, cache, key, key_id):
+        async with pool.acquire() as conn:
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE query = $1 AND pid <> pg_backend_pid()",
+                f'LISTEN "{REVOCATIONS}"',
+            )
+        assert killed >= 1
+        for _ in range(100):  # until it watches again: lookups are served from memory
+            before = store.lookups
+            await cache.find_active(hash_api_key(key))
+            await cache.find_active(hash_api_key(key))
+            if store.lookups == before + 1:
+                break
+            await asyncio.sleep(0.05)
+        assert store.lookups == before + 1
+        assert "API key revocation watch is back" in caplog.text
+        await _revoked_and_refused(pool, cache, key, key_id)  # revocations are heard again

@@ -4,6 +4,7 @@ from server.store.api_keys import ApiKeyRow, ApiKeyStore
 from server.store.audit import AuditEvent, AuditRow, list_audit
 from server.store.database import connect_pool
 from server.store.migrate import migrate
+from server.store.outage import is_outage
 from server.store.service_secrets import cursor_key
 from server.store.token_rows import (
     KEEP,
@@ -39,6 +40,7 @@ __all__ = [
     "TokenStore",
     "connect_pool",
     "cursor_key",
+    "is_outage",
     "list_audit",
     "migrate",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -102,9 +103,13 @@ class ApiKeyStore:
         conn.add_termination_listener(terminated)
 
         async def stop() -> None:
-            conn.remove_termination_listener(terminated)
-            await conn.remove_listener(REVOCATIONS, notified)
-            await self._pool.release(conn)
+            try:
+                conn.remove_termination_listener(terminated)
+                await conn.remove_listener(REVOCATIONS, notified)
+            except (asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+                pass  # the connection is gone: the watch was lost
+            with contextlib.suppress(asyncpg.InterfaceError):  # the pool took a lost one back itself
+                await self._pool.release(conn)
 
         return stop
 
