@@ -25,6 +25,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+
 from gitpod.v1 import identity_pb2
 from server.app import serve
 from server.auth.api_key_cache import CachedApiKeys
@@ -39,7 +41,7 @@ from server.dev_api_key import ensure_dev_api_key
 from server.heap import freeze_startup_heap
 from server.key_registry import Heartbeat, KeyAdminError, register_and_check
 from server.keys import load_keyring, load_keys
-from server.runtime import database
+from server.runtime import admin_pool, database
 from server.service import HostAuthService
 from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key, list_audit
 from server.store.coalesce import batches_in_flight_per_worker
@@ -53,7 +55,7 @@ async def prepare(settings: Settings, dsn: str) -> None:
     """What the supervisor does once before starting workers: migrations, key
     checks (a refusal stops everything here), the development API key."""
     keys = load_keys(settings)
-    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    pool = await admin_pool(settings, dsn)
     try:
         await register_and_check(keys, KeyStore(pool))
         if settings.dev:
@@ -65,7 +67,12 @@ async def prepare(settings: Settings, dsn: str) -> None:
 async def run_server(settings: Settings, dsn: str, *, worker: bool = False) -> None:
     keys = load_keys(settings)
     jwt = JwtVerifier(settings.jwt) if settings.jwt else None
-    pool = await connect_pool(dsn, min_size=min(2, settings.db_pool_size), max_size=settings.db_pool_size)
+    pool = await connect_pool(
+        dsn,
+        min_size=min(2, settings.db_pool_size),
+        max_size=settings.db_pool_size,
+        timeout_s=settings.db_timeout_s,
+    )
     heartbeat: asyncio.Task[None] | None = None
     cached_keys: CachedApiKeys | None = None
     try:
@@ -122,7 +129,7 @@ def _principal_name(number: int) -> str:
 
 
 async def api_keys_create(args: argparse.Namespace, dsn: str) -> None:
-    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    pool = await admin_pool(args.settings, dsn)
     try:
         key = new_api_key()
         key_id = await ApiKeyStore(pool).create(
@@ -136,7 +143,7 @@ async def api_keys_create(args: argparse.Namespace, dsn: str) -> None:
 
 
 async def api_keys_revoke(args: argparse.Namespace, dsn: str) -> None:
-    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    pool = await admin_pool(args.settings, dsn)
     try:
         revoked = await ApiKeyStore(pool).revoke(args.id)
     finally:
@@ -147,7 +154,7 @@ async def api_keys_revoke(args: argparse.Namespace, dsn: str) -> None:
 
 
 async def api_keys_list(args: argparse.Namespace, dsn: str) -> None:
-    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    pool = await admin_pool(args.settings, dsn)
     try:
         rows = await ApiKeyStore(pool).list()
     finally:
@@ -161,7 +168,7 @@ async def api_keys_list(args: argparse.Namespace, dsn: str) -> None:
 
 
 async def audit_list(args: argparse.Namespace, dsn: str) -> None:
-    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    pool = await admin_pool(args.settings, dsn)
     try:
         rows = await list_audit(pool, token_id=args.token_id, subject_id=args.subject, since=args.since)
     finally:
@@ -232,14 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _use_event_loop(os.environ.get("HOSTAUTH_EVENT_LOOP", "uvloop"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    offline = getattr(args, "offline", False)  # needs no database and no keyring
     try:
-        settings = Settings.from_env(os.environ, dev=args.dev)
-        if args.command in ("serve", "keys"):
+        settings = Settings.from_env(os.environ, dev=args.dev, database=not offline)
+        if args.command in ("serve", "keys") and not offline:
             load_keyring(settings)  # fail on a bad keyring before starting a database
     except ConfigError as exc:
         print(f"hostauth: {exc}", file=sys.stderr)
         return 2
-    if getattr(args, "offline", False):  # needs no database
+    if offline:
         return int(args.run(args, settings) or 0)
     run: Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]] | None = args.run
     args.settings = settings
@@ -255,7 +263,17 @@ def main(argv: list[str] | None = None) -> int:
                 return supervise(dataclasses.replace(settings, workers=workers), dsn)
             else:  # one process: all the batches in flight are its own
                 asyncio.run(run_server(dataclasses.replace(settings, workers=1), dsn))
+    except TimeoutError:  # an OSError, with no message of its own
+        print(
+            f"hostauth: the database did not answer within {settings.db_timeout_s:g} s"
+            " (HOSTAUTH_DB_TIMEOUT_S)",
+            file=sys.stderr,
+        )
+        return 1
     except (KeyAdminError, OSError) as exc:  # OSError: a port taken, a database not reachable
         print(f"hostauth: {exc}", file=sys.stderr)
+        return 1
+    except asyncpg.PostgresError as exc:  # a wrong password, no such database, ...
+        print(f"hostauth: the database refused: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -25,7 +25,7 @@ from server.key_registry import (
     wait_for_replicas,
 )
 from server.keys import load_keys
-from server.store import connect_pool
+from server.runtime import admin_pool
 from server.store.encryption_keys import KeyStore
 
 
@@ -52,7 +52,7 @@ def keys_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 async def keys_status(args: argparse.Namespace, dsn: str) -> None:
     settings: Settings = args.settings
-    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    pool = await admin_pool(args.settings, dsn)
     try:
         store = KeyStore(pool)
         in_use = await store.keys_in_use()
@@ -72,7 +72,7 @@ async def keys_status(args: argparse.Namespace, dsn: str) -> None:
 
 async def keys_rotate(args: argparse.Namespace, dsn: str) -> None:
     settings: Settings = args.settings
-    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    pool = await admin_pool(args.settings, dsn)
     try:
         previous = await rotate(load_keys(settings), KeyStore(pool), args.id, settings.heartbeat_s)
     finally:
@@ -83,7 +83,7 @@ async def keys_rotate(args: argparse.Namespace, dsn: str) -> None:
 async def keys_rewrap(args: argparse.Namespace, dsn: str) -> None:
     settings: Settings = args.settings
     keys = load_keys(settings)
-    pool = await connect_pool(dsn, min_size=1, max_size=2)
+    pool = await admin_pool(settings, dsn, max_size=2)
     try:
         store = KeyStore(pool)
         primary = await register_and_check(keys, store)
@@ -97,7 +97,7 @@ async def keys_rewrap(args: argparse.Namespace, dsn: str) -> None:
 
 
 async def keys_retire(args: argparse.Namespace, dsn: str) -> None:
-    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    pool = await admin_pool(args.settings, dsn)
     try:
         await retire(KeyStore(pool), args.id)
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from server.auth.api_keys import PREFIX as API_KEY_PREFIX
 from server.auth.jwt_verifier import JwtSettings
+from server.store.database import DEFAULT_TIMEOUT_S
 
 
 class ConfigError(Exception):
@@ -71,13 +72,16 @@ class Settings:
     batch_scheduling: bool = True
     # Database connections per serving process.
     db_pool_size: int = 10
+    # Connecting, and any one statement, fail after this long (unavailable).
+    db_timeout_s: float = DEFAULT_TIMEOUT_S
     # Serve the benchmark's echo method (make bench only).
     bench_echo: bool = False
     # Requests above this size are refused with resource_exhausted.
     max_message_bytes: int = 1 << 20
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], *, dev: bool = False) -> Settings:
+    def from_env(cls, env: Mapping[str, str], *, dev: bool = False, database: bool = True) -> Settings:
+        """The settings in env; `database=False` for a command that needs none."""
         http_server = env.get("HOSTAUTH_HTTP_SERVER", "granian")
         if http_server not in ("hypercorn", "uvicorn", "granian", "granian-asgi"):
             raise ConfigError(
@@ -108,9 +112,10 @@ class Settings:
             pin_workers=_switch(env, "HOSTAUTH_PIN_WORKERS", default=True),
             batch_scheduling=_switch(env, "HOSTAUTH_BATCH_SCHEDULING", default=True),
             db_pool_size=_count(env, "HOSTAUTH_DB_POOL_SIZE", 10),
+            db_timeout_s=_seconds(env, "HOSTAUTH_DB_TIMEOUT_S", DEFAULT_TIMEOUT_S),
             bench_echo=env.get("HOSTAUTH_BENCH_ECHO") == "1",
         )
-        if settings.database_url is None and not dev:
+        if settings.database_url is None and not dev and database:
             raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")
         return settings
 

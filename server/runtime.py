@@ -8,8 +8,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
+
 from server.config import Settings
 from server.embedded_pg import PORT, EmbeddedPostgres
+from server.store import connect_pool
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +49,8 @@ def database(settings: Settings) -> Iterator[str]:
     with EmbeddedPostgres(data_dir) as pg:
         log.info("embedded PostgreSQL in %s", data_dir)
         yield pg.dsn
+
+
+async def admin_pool(settings: Settings, dsn: str, *, max_size: int = 1) -> asyncpg.Pool:
+    """The small pool of an administrative command, with the configured timeout."""
+    return await connect_pool(dsn, min_size=1, max_size=max_size, timeout_s=settings.db_timeout_s)

@@ -6,16 +6,19 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 
 from tests.processes import ROOT
 
 
-async def run_cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+async def run_cli(
+    dsn: str, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "server", *args],
         cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": dsn},
+        env={**os.environ, **(env or {}), "DATABASE_URL": dsn},
         capture_output=True,
         text=True,
         timeout=60,

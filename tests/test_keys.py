@@ -306,19 +306,28 @@ async def test_rotation_under_load(key_env: KeyEnv, admin_call: Call, tmp_path: 
 
 
 async def test_generate_adds_a_key_to_a_keyring_file(tmp_path: Path) -> None:
+    """It needs no database and no keyring: it may make the first one."""
     path = tmp_path / "keyring.json"
-    env = {"HOSTAUTH_KEYRING_FILE": str(path), "DATABASE_URL": "postgresql://unused/"}
-    printed = await run_cli_env(
-        {"DATABASE_URL": "postgresql://unused/", "HOSTAUTH_KEYRING": generate_keyring_json("x")},
-        "keys",
-        "generate",
-        "--id",
-        "k-1",
-    )
+    unset = ("DATABASE_URL", "HOSTAUTH_KEYRING", "HOSTAUTH_KEYRING_FILE", "HOSTAUTH_KMS_KEY_ID")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+
+    async def generate(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "server", "keys", "generate", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    printed = await generate("--id", "k-0")
     assert printed.returncode == 0, printed.stderr
-    assert json.loads(printed.stdout)["primary"] == "k-1"
-    path.write_text(printed.stdout)
-    added = await run_cli_env(env, "keys", "generate", "--id", "k-2", "--keyring-file", str(path))
+    assert json.loads(printed.stdout)["primary"] == "k-0"
+    first = await generate("--id", "k-1", "--keyring-file", str(path))
+    assert first.returncode == 0, first.stderr
+    added = await generate("--id", "k-2", "--keyring-file", str(path))
     assert added.returncode == 0, added.stderr
     doc = json.loads(path.read_text())
     assert doc["primary"] == "k-1"
@@ -326,6 +335,6 @@ async def test_generate_adds_a_key_to_a_keyring_file(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     ring = LocalKeyring.from_file(path)  # and it loads
     assert ring.key_ids == {"k-1", "k-2"}
-    again = await run_cli_env(env, "keys", "generate", "--id", "k-2", "--keyring-file", str(path))
+    again = await generate("--id", "k-2", "--keyring-file", str(path))
     assert again.returncode == 1
     assert "already has a key k-2" in again.stderr

@@ -4,13 +4,15 @@ per call."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from uuid import uuid4
 
+import asyncpg
 import pytest
 
 from server.auth.jwt_verifier import JwtSettings, JwtVerifier
@@ -39,22 +41,44 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-async def test_every_method_on_every_wire_answers_unavailable(
-    own_postgres: EmbeddedPostgres, sealer: Sealer, jwt_issuer: Issuer, caplog: pytest.LogCaptureFixture
-) -> None:
-    pg = own_postgres
-    dsn = await create_database(pg.dsn)
-    pool = await connect_pool(dsn)
+@contextlib.asynccontextmanager
+async def _served(
+    dsn: str, sealer: Sealer, jwt_issuer: Issuer, *, timeout_s: float = 10.0
+) -> AsyncIterator[list[Wire]]:
+    """The service on dsn, and a client on each wire."""
+    pool = await connect_pool(dsn, timeout_s=timeout_s)
     core = HostAuthService(TokenStore(pool), sealer, CursorCodec(await cursor_key(pool)))
     # A JWT needs no database to check, so every call gets as far as the core.
     jwt = JwtVerifier(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=jwt_issuer.jwks_file))
     credential = jwt_issuer.token(uuid4(), "PRINCIPAL_SERVICE_ACCOUNT", scope="secrets:read")
-    async with serving(core, ApiKeyStore(pool), dsn, http_server="granian", jwt=jwt) as running:
-        wires: list[Wire] = [
-            GrpcWire(str(running.grpc), credential),
-            ConnectWire(running.http_url, "json", credential=credential),
-            ConnectWire(running.http_url, "proto", credential=credential),
-        ]
+    try:
+        async with serving(core, ApiKeyStore(pool), dsn, http_server="granian", jwt=jwt) as running:
+            wires: list[Wire] = [
+                GrpcWire(str(running.grpc), credential),
+                ConnectWire(running.http_url, "json", credential=credential),
+                ConnectWire(running.http_url, "proto", credential=credential),
+            ]
+            try:
+                yield wires
+            finally:
+                for wire in wires:
+                    await wire.close()  # type: ignore[attr-defined]
+    finally:
+        pool.terminate()
+
+
+async def _unavailable(wire: Wire, name: str, call: Callable[[Wire], Awaitable[object]]) -> None:
+    with pytest.raises(RpcError) as caught:
+        await call(wire)
+    answer = (caught.value.code, caught.value.message)
+    assert answer == ("unavailable", DATABASE_UNAVAILABLE), (wire.name, name)
+
+
+async def test_every_method_on_every_wire_answers_unavailable(
+    own_postgres: EmbeddedPostgres, sealer: Sealer, jwt_issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    pg = own_postgres
+    async with _served(await create_database(pg.dsn), sealer, jwt_issuer) as wires:
         token_id = (await create(wires[0])).id
         pg.stop()
         calls: dict[str, Callable[[Wire], Awaitable[object]]] = {
@@ -69,15 +93,33 @@ async def test_every_method_on_every_wire_answers_unavailable(
         caplog.clear()
         for wire in wires:
             for name, call in calls.items():
-                with pytest.raises(RpcError) as caught:
-                    await call(wire)
-                assert (caught.value.code, caught.value.message) == (
-                    "unavailable",
-                    DATABASE_UNAVAILABLE,
-                ), (wire.name, name)
-        for wire in wires:
-            await wire.close()  # type: ignore[attr-defined]
+                await _unavailable(wire, name, call)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     warnings = [r.getMessage() for r in caplog.records if "database unavailable" in r.getMessage()]
     assert 1 <= len(warnings) <= 2  # 18 calls within a few seconds
-    pool.terminate()
+
+
+async def test_a_statement_held_up_past_the_timeout_answers_unavailable(
+    admin_dsn: str, sealer: Sealer, jwt_issuer: Issuer
+) -> None:
+    """A database that takes no calls but does not refuse them either (a
+    lock held, a stalled disk) failed nothing: calls waited for ever."""
+    dsn = await create_database(admin_dsn)
+    async with _served(dsn, sealer, jwt_issuer, timeout_s=0.5) as wires:
+        token_id = (await create(wires[0])).id
+        blocker = await asyncpg.connect(dsn)
+        try:
+            async with blocker.transaction():
+                await blocker.execute("LOCK TABLE host_authentication_tokens IN ACCESS EXCLUSIVE MODE")
+                calls: dict[str, Callable[[Wire], Awaitable[object]]] = {
+                    "Create": create,
+                    "Get": lambda w: get(w, token_id),
+                    "GetValue": lambda w: get_value(w, token_id),
+                }
+                for wire in wires:
+                    for name, call in calls.items():
+                        await _unavailable(wire, name, call)
+        finally:
+            await blocker.close()
+        for wire in wires:  # the cancelled statements left the pool's connections fit for use
+            assert (await get(wire, token_id)).id == token_id

@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import uuid4
@@ -21,8 +22,9 @@ from gitpod.v1 import runner_configuration_pb2 as pb
 from server.auth.api_keys import new_api_key
 from server.store import ApiKeyStore, connect_pool
 from server.store.migrate import load_migrations
+from tests.cli import run_cli
 from tests.conftest import TEST_KEYRING_JSON, make_api_key
-from tests.db import create_database
+from tests.db import create_database, with_database
 from tests.processes import ROOT, ServerProcess, free_port, start_server, wait_serving
 from tests.requests import create_request
 from tests.sensitive import leaks, remember
@@ -261,6 +263,33 @@ async def test_a_taken_port_stops_the_start(admin_dsn: str, log_dir: Path, taken
     assert code == 1
     assert log.splitlines()[-1].startswith(f"hostauth: cannot listen on 127.0.0.1:{port}")
     assert "started" not in log  # no worker was started
+
+
+async def test_a_database_that_does_not_answer_stops_the_start_in_time() -> None:
+    """It accepts the connection and says nothing (a black-holed proxy, say):
+    the start waited on it for a minute, then printed an empty message."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        dsn = f"postgresql://hostauth@127.0.0.1:{silent.getsockname()[1]}/hostauth"
+        env = {"HOSTAUTH_KEYRING": TEST_KEYRING_JSON, "HOSTAUTH_DB_TIMEOUT_S": "0.5"}
+        started = time.monotonic()
+        done = await run_cli(dsn, "serve", env=env)
+    assert time.monotonic() - started < 10
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "hostauth: the database did not answer within 0.5 s (HOSTAUTH_DB_TIMEOUT_S)"
+    )
+
+
+async def test_a_database_that_refuses_stops_the_start_with_its_reason(admin_dsn: str) -> None:
+    missing = with_database(admin_dsn, f"no_such_db_{uuid4().hex}")
+    done = await run_cli(missing, "api-keys", "list", env={"HOSTAUTH_KEYRING": TEST_KEYRING_JSON})
+    assert done.returncode == 1
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("hostauth: the database refused: database ")
+    assert "does not exist" in last
+    assert "Traceback" not in done.stderr
 
 
 async def test_a_lone_process_keeps_all_the_batches_in_flight(admin_dsn: str, log_dir: Path) -> None:
