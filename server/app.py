@@ -15,7 +15,7 @@ from server.scheduling import schedule_as_batch, shares_one_core
 from server.service import HostAuthService
 from server.transport.connect import build_connect_app
 from server.transport.grpc import build_grpc_server
-from server.transport.http_server import serve_asgi
+from server.transport.http_server import SHUTDOWN_GRACE_S, serve_asgi
 
 log = logging.getLogger(__name__)
 
@@ -122,5 +122,5 @@ async def serve(
         )
     finally:
         stop.set()
-        await grpc_server.server.stop(grace=2)
+        await grpc_server.server.stop(grace=SHUTDOWN_GRACE_S)
         await http_task

@@ -106,6 +106,7 @@ def supervise(settings: Settings, dsn: str) -> int:
         try:
             child.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            log.warning("worker %d did not stop within 10 s of being asked: killed", child.pid)
             child.kill()
             child.wait()
     return code

@@ -22,6 +22,7 @@ from gitpod.v1 import runner_configuration_pb2 as pb
 from server.auth.api_keys import new_api_key
 from server.store import ApiKeyStore, connect_pool
 from server.store.migrate import load_migrations
+from server.transport.http_server import SHUTDOWN_GRACE_S
 from tests.cli import run_cli
 from tests.conftest import TEST_KEYRING_JSON, make_api_key
 from tests.db import create_database, with_database
@@ -290,6 +291,33 @@ async def test_a_database_that_refuses_stops_the_start_with_its_reason(admin_dsn
     assert last.startswith("hostauth: the database refused: database ")
     assert "does not exist" in last
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_call_that_never_finishes_does_not_hold_the_stop(
+    admin_dsn: str, log_dir: Path, workers: int
+) -> None:
+    """A client that sent half its request and went quiet held a stopping
+    server for ever (granian waits for open calls): now for the grace."""
+    _, server = await _serving(admin_dsn, log_dir, workers)
+    try:
+        await wait_serving(server)
+        with socket.create_connection(("127.0.0.1", server.http_port)) as half:
+            half.sendall(
+                b"POST /gitpod.v1.RunnerConfigurationService/ListHostAuthenticationTokens HTTP/1.1\r\n"
+                b"Host: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            server.proc.terminate()
+            code, log = await _exits(server, within_s=15)
+            took = time.monotonic() - started
+    finally:
+        server.stop()
+    assert code == 0
+    assert SHUTDOWN_GRACE_S <= took < SHUTDOWN_GRACE_S + 4
+    assert f"HTTP calls still open after {SHUTDOWN_GRACE_S:g} s; ending them" in log
+    assert "killed" not in log  # by the supervisor: the workers stopped themselves
 
 
 async def test_a_lone_process_keeps_all_the_batches_in_flight(admin_dsn: str, log_dir: Path) -> None:

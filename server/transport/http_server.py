@@ -12,10 +12,18 @@ for comparison.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import socket
 from typing import Any
 
 from server.transport.rsgi_bridge import AsgiOverRsgi
+
+log = logging.getLogger(__name__)
+
+# How long a stop waits for calls in flight (gRPC's too) before it ends them:
+# a client that never finishes sending its request held the stop for ever.
+SHUTDOWN_GRACE_S = 5.0
 
 
 async def _granian(app: Any, sock: socket.socket, stop: asyncio.Event, *, native: bool = True) -> None:
@@ -31,13 +39,27 @@ async def _granian(app: Any, sock: socket.socket, stop: asyncio.Event, *, native
     serving = asyncio.create_task(server.serve())
     await stop.wait()
     server.stop()  # type: ignore[no-untyped-call]
-    await serving
+    try:
+        await asyncio.wait_for(asyncio.shield(serving), SHUTDOWN_GRACE_S)
+    except TimeoutError:
+        log.warning("HTTP calls still open after %g s; ending them", SHUTDOWN_GRACE_S)
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
 
 
 async def _uvicorn(app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
+        )
+    )
 
     async def _stop() -> None:
         await stop.wait()
@@ -63,7 +85,7 @@ async def _hypercorn(app: Any, sock: socket.socket, stop: asyncio.Event) -> None
     config.accesslog = None
     config.errorlog = "-"
     config.loglevel = "WARNING"
-    config.graceful_timeout = 2
+    config.graceful_timeout = SHUTDOWN_GRACE_S
     await serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
 
 
