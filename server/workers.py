@@ -5,8 +5,10 @@ API key), then starts `workers` copies of `serve --worker`. Each worker has
 its own event loop and database pool and binds the ports with SO_REUSEPORT,
 so the kernel spreads connections over all cores; worker i is pinned to the
 i-th CPU (HOSTAUTH_PIN_WORKERS=off leaves them free). Workers die with the
-supervisor (parent-death signal); if one dies, the supervisor stops the rest
-and exits non-zero, for the process manager above it to restart.
+supervisor (parent-death signal). One that dies is started again, in its
+place and on its CPU; if they die faster than that helps (`MAX_RESTARTS`
+within `RESTART_WINDOW_S`: a database gone, say), the supervisor stops the
+rest and exits non-zero, for the process manager above it to act.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 
 from server.config import Address, Settings
 from server.embedded_pg import die_with_parent
 from server.keys import DEV_KEYRING_NAME
 
 log = logging.getLogger(__name__)
+
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 
 
 def worker_cpus(workers: int) -> list[int | None]:
@@ -66,6 +72,30 @@ def ensure_ports_free(*addrs: Address) -> None:
                 raise OSError(f"cannot listen on {addr}: {exc.strerror}") from None
 
 
+def _start_worker(env: Mapping[str, str], cpu: int | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # our own interpreter and module
+        [sys.executable, "-m", "server", "serve", "--worker"],
+        env=env,
+        preexec_fn=_worker_setup(cpu),  # before threads start
+    )
+
+
+class _Restarts:
+    """Restarts within the last window: too many, and restarting is no cure."""
+
+    def __init__(self) -> None:
+        self._at: deque[float] = deque()
+
+    def allowed(self) -> bool:
+        now = time.monotonic()
+        while self._at and now - self._at[0] > RESTART_WINDOW_S:
+            self._at.popleft()
+        if len(self._at) >= MAX_RESTARTS:
+            return False
+        self._at.append(now)
+        return True
+
+
 def supervise(settings: Settings, dsn: str) -> int:
     # The workers learn how many they are (serve --workers may differ from the
     # environment): each takes its share of the database's batches.
@@ -73,14 +103,7 @@ def supervise(settings: Settings, dsn: str) -> int:
     if settings.dev and settings.keyring_json is None and settings.keyring_file is None:
         env["HOSTAUTH_KEYRING_FILE"] = str((settings.data_dir / DEV_KEYRING_NAME).absolute())
     cpus = worker_cpus(settings.workers) if settings.pin_workers else [None] * settings.workers
-    children = [
-        subprocess.Popen(  # our own interpreter and module
-            [sys.executable, "-m", "server", "serve", "--worker"],
-            env=env,
-            preexec_fn=_worker_setup(cpu),  # before threads start
-        )
-        for cpu in cpus
-    ]
+    children = [_start_worker(env, cpu) for cpu in cpus]
     log.info("started %d worker(s): %s", len(children), ", ".join(str(c.pid) for c in children))
     stopping = False
 
@@ -91,12 +114,25 @@ def supervise(settings: Settings, dsn: str) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     code = 0
+    restarts = _Restarts()
     while not stopping:
-        dead = [c for c in children if c.poll() is not None]
-        if dead:
-            log.error("worker %d exited with %s; stopping the others", dead[0].pid, dead[0].returncode)
-            code = 1
-            break
+        for i, child in enumerate(children):
+            if stopping or child.poll() is None:
+                continue
+            if not restarts.allowed():
+                log.error(
+                    "worker %d exited with %s after %d restarts within %g s: stopping the others",
+                    child.pid,
+                    child.returncode,
+                    MAX_RESTARTS,
+                    RESTART_WINDOW_S,
+                )
+                code, stopping = 1, True
+                break
+            children[i] = _start_worker(env, cpus[i])
+            log.error(
+                "worker %d exited with %s; started worker %d", child.pid, child.returncode, children[i].pid
+            )
         time.sleep(0.2)
     for child in children:
         if child.poll() is None:

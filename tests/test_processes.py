@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -23,13 +24,14 @@ from server.auth.api_keys import new_api_key
 from server.store import ApiKeyStore, connect_pool
 from server.store.migrate import load_migrations
 from server.transport.http_server import SHUTDOWN_GRACE_S
+from server.workers import MAX_RESTARTS, RESTART_WINDOW_S
 from tests.cli import run_cli
 from tests.conftest import TEST_KEYRING_JSON, make_api_key
 from tests.db import create_database, with_database
 from tests.processes import ROOT, ServerProcess, free_port, start_server, wait_serving
 from tests.requests import create_request
 from tests.sensitive import leaks, remember
-from tests.wire import ConnectWire, GrpcWire
+from tests.wire import ConnectWire, GrpcWire, Wire
 
 
 @pytest.fixture
@@ -170,6 +172,18 @@ async def _serving(admin_dsn: str, log_dir: Path, workers: int, **env: str) -> t
     return dsn, start_server(log_dir, env, args=("--workers", str(workers)))
 
 
+async def _creates_on_new_connections(wire: Wire, key: str) -> None:
+    """Creates, each on a new connection: the kernel spreads them over the workers."""
+    for _ in range(6):
+        fresh = wire.with_credential(key)
+        req = create_request()
+        answer = await fresh.call(
+            "CreateHostAuthenticationToken", req, pb.CreateHostAuthenticationTokenResponse
+        )
+        assert answer.token.runner_id == req.runner_id
+    await wire.close()  # type: ignore[attr-defined]
+
+
 async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: str, log_dir: Path) -> None:
     dsn, server = await _serving(admin_dsn, log_dir, 3, HOSTAUTH_WORKERS="1")
     try:
@@ -191,14 +205,7 @@ async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: st
             ConnectWire(f"http://127.0.0.1:{server.http_port}", "proto", credential=key),
         ]
         for wire in wires:
-            for _ in range(6):  # new connections: the kernel spreads them over the workers
-                fresh = wire.with_credential(key)
-                req = create_request()
-                answer = await fresh.call(
-                    "CreateHostAuthenticationToken", req, pb.CreateHostAuthenticationTokenResponse
-                )
-                assert answer.token.runner_id == req.runner_id
-            await wire.close()  # type: ignore[attr-defined]
+            await _creates_on_new_connections(wire, key)
         pids = _worker_pids(server)
         assert len(pids) == 3
         assert all(_alive(pid) for pid in pids)
@@ -318,6 +325,71 @@ async def test_a_call_that_never_finishes_does_not_hold_the_stop(
     assert SHUTDOWN_GRACE_S <= took < SHUTDOWN_GRACE_S + 4
     assert f"HTTP calls still open after {SHUTDOWN_GRACE_S:g} s; ending them" in log
     assert "killed" not in log  # by the supervisor: the workers stopped themselves
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found.update(int(c) for c in f.read().split())
+    return found
+
+
+async def _new_worker(server: ServerProcess, known: set[int]) -> int:
+    """A worker the supervisor started that is not among `known`."""
+    for _ in range(100):
+        fresh = _children(server.proc.pid) - known
+        if fresh:
+            return fresh.pop()
+        await asyncio.sleep(0.1)
+    raise AssertionError("no new worker:\n" + server.log.read_text())
+
+
+async def test_a_worker_that_dies_is_started_again(admin_dsn: str, log_dir: Path) -> None:
+    """One worker's crash stopped the whole service."""
+    dsn, server = await _serving(admin_dsn, log_dir, 2)
+    try:
+        await wait_serving(server)
+        first = _children(server.proc.pid)
+        assert len(first) == 2
+        dead = min(first)
+        os.kill(dead, signal.SIGKILL)
+        again = await _new_worker(server, first)
+        for _ in range(100):  # until it serves too
+            if server.log.read_text().count("serving Connect on") == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert _children(server.proc.pid) == (first - {dead}) | {again}
+        assert f"worker {dead} exited with -9; started worker {again}" in server.log.read_text()
+        pool = await connect_pool(dsn, min_size=1, max_size=1)
+        try:
+            key = await make_api_key(ApiKeyStore(pool), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4())
+        finally:
+            await pool.close()
+        await _creates_on_new_connections(
+            ConnectWire(f"http://127.0.0.1:{server.http_port}", "proto", credential=key), key
+        )
+        assert server.proc.poll() is None
+    finally:
+        server.stop()
+
+
+async def test_workers_that_keep_dying_stop_the_service(admin_dsn: str, log_dir: Path) -> None:
+    _, server = await _serving(admin_dsn, log_dir, 2)
+    try:
+        await wait_serving(server)
+        killed = _children(server.proc.pid)
+        os.kill(min(killed), signal.SIGKILL)
+        for _ in range(MAX_RESTARTS):  # each replacement dies as it starts
+            pid = await _new_worker(server, killed)
+            killed.add(pid)
+            os.kill(pid, signal.SIGKILL)
+        code, log = await _exits(server)
+    finally:
+        server.stop()
+    assert code == 1
+    assert f"after {MAX_RESTARTS} restarts within {RESTART_WINDOW_S:g} s: stopping the others" in log
+    assert log.count("; started worker ") == MAX_RESTARTS
 
 
 async def test_a_lone_process_keeps_all_the_batches_in_flight(admin_dsn: str, log_dir: Path) -> None:
