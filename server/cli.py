@@ -79,7 +79,7 @@ async def run_server(settings: Settings, dsn: str, *, worker: bool = False) -> N
         key_store = KeyStore(pool)
         sealer = Sealer(keys, await register_and_check(keys, key_store))
         beat = Heartbeat(key_store, sealer, settings.heartbeat_s)
-        await beat.beat()
+        await beat.start()
         heartbeat = asyncio.create_task(beat.run())
         api_keys = ApiKeyStore(pool)
         if settings.dev and not worker:

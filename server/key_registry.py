@@ -98,6 +98,13 @@ class Heartbeat:
             ReplicaRow(self.replica_id, tuple(sorted(self.sealer.keys.key_ids)), self.sealer.primary_id)
         )
 
+    async def start(self) -> None:
+        """The first beat; and the rows of replicas long gone are dropped."""
+        await self.beat()
+        forgotten = await self.store.forget_silent_replicas(FORGET_AFTER)
+        if forgotten:
+            log.info("forgot %d replica(s) not heard from for %s", forgotten, FORGET_AFTER)
+
     async def run(self) -> None:
         try:
             while True:
@@ -109,6 +116,10 @@ class Heartbeat:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.leave(self.replica_id))
+
+
+# A replica silent this long is gone (killed: it never said it left).
+FORGET_AFTER = timedelta(hours=1)
 
 
 def live_window(interval_s: float) -> timedelta:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -24,7 +25,7 @@ from server.auth.caller import Call
 from server.crypto import Keys, LocalKeyring, Sealer
 from server.crypto.keyring import generate_keyring_json
 from server.cursor import CursorCodec
-from server.key_registry import register_and_check, rewrap, rotate
+from server.key_registry import FORGET_AFTER, Heartbeat, register_and_check, rewrap, rotate
 from server.service import HostAuthService
 from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key
 from server.store.encryption_keys import KeyStore, RewrapRow
@@ -209,6 +210,26 @@ async def test_rotate_refused_while_a_live_replica_lacks_the_key(key_env: KeyEnv
         server.stop()
     assert refused.returncode == 1
     assert "do not hold key k-new" in refused.stderr
+
+
+async def test_replicas_long_silent_are_forgotten_at_a_start(key_env: KeyEnv) -> None:
+    """A killed worker never says it leaves: its row stayed for good."""
+    gone, recent = uuid4(), uuid4()
+    async with key_env.pool.acquire() as conn:
+        for replica, age in ((gone, FORGET_AFTER + timedelta(minutes=1)), (recent, FORGET_AFTER / 2)):
+            await conn.execute(
+                "INSERT INTO replicas (id, key_ids, primary_key_id, heartbeat_at)"
+                " VALUES ($1, $2, $3, now() - $4::interval)",
+                replica,
+                ["k-old"],
+                "k-old",
+                age,
+            )
+    beat = Heartbeat(key_env.store, key_env.sealer, 1.0)
+    await beat.start()
+    async with key_env.pool.acquire() as conn:
+        left = {r["id"] for r in await conn.fetch("SELECT id FROM replicas")}
+    assert left == {recent, beat.replica_id}
 
 
 def keyring_json_with(env: KeyEnv, *key_ids: str) -> str:

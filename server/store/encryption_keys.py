@@ -150,6 +150,15 @@ class KeyStore:
                 replica.primary_key_id,
             )
 
+    async def forget_silent_replicas(self, silent_for: timedelta) -> int:
+        """Drop the rows of replicas not heard from for this long (killed ones
+        never leave); a live one's next beat would put its row back."""
+        async with self._pool.acquire() as conn:
+            done = await conn.execute(
+                "DELETE FROM replicas WHERE heartbeat_at < now() - $1::interval", silent_for
+            )
+        return int(done.split()[-1])
+
     async def leave(self, replica_id: UUID) -> None:
         async with self._pool.acquire() as conn:
             await conn.execute("DELETE FROM replicas WHERE id = $1", replica_id)
