@@ -52,7 +52,7 @@ def keys_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 async def keys_status(args: argparse.Namespace, dsn: str) -> None:
     settings: Settings = args.settings
-    pool = await admin_pool(args.settings, dsn)
+    pool = await admin_pool(settings, dsn)
     try:
         store = KeyStore(pool)
         in_use = await store.keys_in_use()
@@ -72,7 +72,7 @@ async def keys_status(args: argparse.Namespace, dsn: str) -> None:
 
 async def keys_rotate(args: argparse.Namespace, dsn: str) -> None:
     settings: Settings = args.settings
-    pool = await admin_pool(args.settings, dsn)
+    pool = await admin_pool(settings, dsn)
     try:
         previous = await rotate(load_keys(settings), KeyStore(pool), args.id, settings.heartbeat_s)
     finally:
