@@ -107,11 +107,20 @@ class Heartbeat:
 
     async def run(self) -> None:
         try:
+            failing = False  # said once, not every beat, while the database is out
             while True:
                 try:
                     await self.beat()
                 except Exception as exc:  # noqa: BLE001 # a missed beat is retried
-                    log.warning("heartbeat failed: %s", type(exc).__name__)
+                    if not failing:
+                        log.warning(
+                            "heartbeat failed: %s; retrying every %g s", type(exc).__name__, self.interval_s
+                        )
+                    failing = True
+                else:
+                    if failing:
+                        log.info("heartbeat is back")
+                    failing = False
                 await asyncio.sleep(self.interval_s)
         finally:
             with contextlib.suppress(Exception):

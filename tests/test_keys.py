@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -28,7 +29,7 @@ from server.cursor import CursorCodec
 from server.key_registry import FORGET_AFTER, Heartbeat, register_and_check, rewrap, rotate
 from server.service import HostAuthService
 from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key
-from server.store.encryption_keys import KeyStore, RewrapRow
+from server.store.encryption_keys import KeyStore, ReplicaRow, RewrapRow
 from tests.conftest import make_api_key
 from tests.db import create_database
 from tests.lifecycle import create, get_value, update
@@ -230,6 +231,42 @@ async def test_replicas_long_silent_are_forgotten_at_a_start(key_env: KeyEnv) ->
     async with key_env.pool.acquire() as conn:
         left = {r["id"] for r in await conn.fetch("SELECT id FROM replicas")}
     assert left == {recent, beat.replica_id}
+
+
+class _OutFor(KeyStore):
+    """A key store whose heartbeats fail the first `failures` times."""
+
+    def __init__(self, pool: asyncpg.Pool, failures: int) -> None:
+        super().__init__(pool)
+        self.failures, self.calls = failures, 0
+
+    async def heartbeat(self, replica: ReplicaRow) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionRefusedError("the database is out")
+        await super().heartbeat(replica)
+
+
+async def test_a_failing_heartbeat_is_said_once_not_every_beat(
+    key_env: KeyEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _OutFor(key_env.pool, failures=6)
+    running = asyncio.create_task(Heartbeat(store, key_env.sealer, 0.01).run())
+    try:
+        for _ in range(500):
+            if store.calls > 8:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert store.calls > 8
+    said = [r.getMessage() for r in caplog.records if r.name == "server.key_registry"]
+    assert [m for m in said if m.startswith("heartbeat")] == [
+        "heartbeat failed: ConnectionRefusedError; retrying every 0.01 s",
+        "heartbeat is back",
+    ]
 
 
 def keyring_json_with(env: KeyEnv, *key_ids: str) -> str:
