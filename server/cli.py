@@ -43,7 +43,7 @@ from server.key_registry import Heartbeat, KeyAdminError, register_and_check
 from server.keys import load_keyring, load_keys
 from server.runtime import admin_pool, database
 from server.service import HostAuthService
-from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key, list_audit
+from server.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key, list_audit
 from server.store.coalesce import batches_in_flight_per_worker
 from server.store.encryption_keys import KeyStore
 from server.workers import ensure_ports_free, supervise
@@ -112,7 +112,7 @@ async def run_server(settings: Settings, dsn: str, *, worker: bool = False) -> N
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        await pool.close()
+        await close_pool(pool)
 
 
 def _principal(name: str) -> int:

@@ -29,7 +29,7 @@ from server.cursor import CursorCodec
 from server.embedded_pg import EmbeddedPostgres
 from server.policy import READ_SECRETS
 from server.service import HostAuthService
-from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key
+from server.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key
 from tests.db import create_database
 from tests.jwts import AUDIENCE, ISSUER, Issuer
 from tests.sensitive import leaks, remember
@@ -100,7 +100,8 @@ async def database_dsn(admin_dsn: str) -> str:
 async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await connect_pool(database_dsn)
     yield pool
-    await pool.close()
+    # Bounded: a connection never given back failed the run by hanging it.
+    assert await close_pool(pool), "a pooled connection was never given back"
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,22 @@ async def test_unknown_principal_is_refused(database_dsn: str) -> None:
 
 
 class CountingStore(ApiKeyStore):
+    """The real store, counting lookups and telling when its watch was lost."""
+
     lookups = 0
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.lost = asyncio.Event()
+
+    async def watch_revocations(
+        self, on_revoke: Callable[[], None], on_lost: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]]:
+        def lost() -> None:
+            self.lost.set()
+            on_lost()
+
+        return await super().watch_revocations(on_revoke, lost)
 
     async def find_active(self, key_hash: bytes) -> ApiKeyRow | None:
         self.lookups += 1
@@ -246,6 +261,8 @@ async def test_a_lost_revocation_watch_comes_back(
                 f'LISTEN "{REVOCATIONS}"',
             )
         assert killed >= 1
+        # pg_terminate_backend only signals: the loss reaches us a moment later.
+        await asyncio.wait_for(store.lost.wait(), 10)
         for _ in range(100):  # until it watches again: lookups are served from memory
             before = store.lookups
             await cache.find_active(hash_api_key(key))
@@ -256,3 +273,28 @@ async def test_a_lost_revocation_watch_comes_back(
         assert store.lookups == before + 1
         assert "API key revocation watch is back" in caplog.text
         await _revoked_and_refused(pool, cache, key, key_id)  # revocations are heard again
+
+
+async def test_a_watch_stopped_while_its_connection_is_lost_frees_its_slot(database_dsn: str) -> None:
+    """Stopped just after its backend was killed, the watch met asyncpg
+    half-way through the loss ("another operation is in progress"), raised,
+    and kept its pool slot: the pool's close() then waited for ever."""
+    name = f"hostauth-watch-{uuid4().hex[:8]}"
+    pool = await asyncpg.create_pool(
+        database_dsn, min_size=1, max_size=2, server_settings={"application_name": name}
+    )
+    try:
+        store = ApiKeyStore(pool)
+        for _ in range(10):  # the loss is caught mid-way in about half the rounds
+            stop = await asyncio.wait_for(store.watch_revocations(lambda: None, lambda: None), 5)
+            async with pool.acquire() as conn:
+                killed = await conn.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = $1 AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+                    name,
+                )
+            assert killed == 1
+            await stop()  # at once, as a closing server would
+        assert await pool.fetchval("SELECT 1") == 1  # a slot is free
+    finally:
+        await asyncio.wait_for(pool.close(), 5)

@@ -4,6 +4,7 @@ per call."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shutil
@@ -21,7 +22,7 @@ from server.cursor import CursorCodec
 from server.embedded_pg import EmbeddedPostgres
 from server.errors import DATABASE_UNAVAILABLE
 from server.service import HostAuthService
-from server.store import ApiKeyStore, TokenStore, connect_pool, cursor_key
+from server.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key
 from tests.conftest import serving
 from tests.db import create_database
 from tests.jwts import AUDIENCE, ISSUER, Issuer
@@ -123,3 +124,22 @@ async def test_a_statement_held_up_past_the_timeout_answers_unavailable(
             await blocker.close()
         for wire in wires:  # the cancelled statements left the pool's connections fit for use
             assert (await get(wire, token_id)).id == token_id
+
+
+async def test_closing_a_pool_with_a_connection_never_given_back_ends_in_time(
+    database_dsn: str, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A leaked connection made the pool's close(), and so the process's
+    stop, wait for ever."""
+    leaky = await asyncpg.create_pool(database_dsn, min_size=1, max_size=2)
+    leaked = await leaky.acquire()
+    pid = leaked.get_server_pid()
+    assert not await close_pool(leaky, wait_s=0.3)
+    for _ in range(100):  # its backend goes once it sees the socket closed
+        if not await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+            break
+        await asyncio.sleep(0.05)
+    assert not await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
+    assert "database connections still in use after 0 s; closed them" in caplog.text
+    tidy = await asyncpg.create_pool(database_dsn, min_size=1, max_size=2)
+    assert await close_pool(tidy, wait_s=5)

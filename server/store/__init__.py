@@ -2,7 +2,7 @@
 
 from server.store.api_keys import ApiKeyRow, ApiKeyStore
 from server.store.audit import AuditEvent, AuditRow, list_audit
-from server.store.database import connect_pool
+from server.store.database import close_pool, connect_pool
 from server.store.migrate import migrate
 from server.store.outage import is_outage
 from server.store.service_secrets import cursor_key
@@ -38,6 +38,7 @@ __all__ = [
     "TokenChanges",
     "TokenRecord",
     "TokenStore",
+    "close_pool",
     "connect_pool",
     "cursor_key",
     "is_outage",

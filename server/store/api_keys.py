@@ -38,6 +38,12 @@ def _row(row: asyncpg.Record) -> ApiKeyRow:
     )
 
 
+def _drop(conn: asyncpg.pool.PoolConnectionProxy) -> None:
+    """Close a pooled connection at once; its pool slot becomes free."""
+    with contextlib.suppress(asyncpg.InterfaceError):  # the pool took a lost one back itself
+        conn.terminate()
+
+
 class ApiKeyStore:
     __slots__ = ("_pool",)
 
@@ -99,17 +105,23 @@ class ApiKeyStore:
         def terminated(*_: object) -> None:
             on_lost()
 
-        await conn.add_listener(REVOCATIONS, notified)
+        try:
+            await conn.add_listener(REVOCATIONS, notified)
+        except BaseException:  # a dead connection from the pool, or cancelled
+            _drop(conn)
+            raise
         conn.add_termination_listener(terminated)
 
         async def stop() -> None:
-            try:
+            with contextlib.suppress(asyncpg.InterfaceError):  # already lost and detached
                 conn.remove_termination_listener(terminated)
+            try:
                 await conn.remove_listener(REVOCATIONS, notified)
-            except (asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
-                pass  # the connection is gone: the watch was lost
-            with contextlib.suppress(asyncpg.InterfaceError):  # the pool took a lost one back itself
                 await self._pool.release(conn)
+            except Exception:  # noqa: BLE001 # lost, or being lost: asyncpg's errors then vary
+                # The pool must get its slot back whatever state the
+                # connection is in, or its close() waits for ever.
+                _drop(conn)
 
         return stop
 

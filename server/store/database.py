@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import asyncpg
 
 from server.store.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+# How long closing waits for pooled connections to come back.
+CLOSE_WAIT_S = 5.0
 
 
 async def _reset(conn: asyncpg.Connection) -> None:
@@ -44,3 +52,15 @@ async def connect_pool(
         max_inactive_connection_lifetime=0,
     )
     return pool
+
+
+async def close_pool(pool: asyncpg.Pool, wait_s: float = CLOSE_WAIT_S) -> bool:
+    """Close the pool, waiting at most wait_s for connections in use; True if
+    every one came back. A connection never given back (a bug) would
+    otherwise hold the process open for ever."""
+    try:
+        await asyncio.wait_for(pool.close(), wait_s)
+    except TimeoutError:  # close() terminated the pool when cancelled
+        log.warning("database connections still in use after %.0f s; closed them", wait_s)
+        return False
+    return True
