@@ -61,6 +61,6 @@ async def close_pool(pool: asyncpg.Pool, wait_s: float = CLOSE_WAIT_S) -> bool:
     try:
         await asyncio.wait_for(pool.close(), wait_s)
     except TimeoutError:  # close() terminated the pool when cancelled
-        log.warning("database connections still in use after %.0f s; closed them", wait_s)
+        log.warning("database connections still in use after %g s; closed them", wait_s)
         return False
     return True
