@@ -226,6 +226,11 @@ async def test_workers_share_the_ports_and_die_with_the_supervisor(admin_dsn: st
         assert all(_alive(pid) for pid in pids)
         # Each worker knows how many share the database, whatever
         # HOSTAUTH_WORKERS or the CPU count say, and takes one batch of a kind.
+        # (A worker's replica row, seen above, comes before its line here.)
+        for _ in range(200):
+            if server.log.read_text().count("database batches of a kind in flight: 1\n") == 3:
+                break
+            await asyncio.sleep(0.1)
         assert server.log.read_text().count("database batches of a kind in flight: 1\n") == 3
         # Pinned in turn to the CPUs the service may use, every thread too.
         allowed = sorted(os.sched_getaffinity(0))
