@@ -6,40 +6,45 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install gen check-gen lint breaking test run bench bench-rewrap clean
+.PHONY: install gen check-gen lint breaking test run bench bench-rewrap bench-ab clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,embedded,kms,bench]'
 	touch $@
 
-# Regenerate gen/ from proto/ (local plugins only; see buf.gen.yaml).
+# Regenerate gen/ from proto/ and bench/gen/ from bench/proto/ (local plugins only; see buf.gen.yaml).
 gen: install
 	buf generate
+	buf generate --template bench/buf.gen.yaml
 
 # Fails when gen/ is not exactly what `make gen` produces from proto/.
 check-gen: install
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	buf generate --output "$$tmp" && \
-	diff -r -x __pycache__ gen "$$tmp/gen" && echo "gen/ is up to date"
+	buf generate --template bench/buf.gen.yaml --output "$$tmp" && \
+	diff -r -x __pycache__ gen "$$tmp/gen" && \
+	diff -r -x __pycache__ bench/gen "$$tmp/bench/gen" && echo "gen/ and bench/gen/ are up to date"
 
 lint: install
 	buf lint
 	ruff check server tests tools bench
 	ruff format --check server tests tools bench
-	mypy server bench
+	mypy server/hostauth bench
 
-# Wire compatibility of proto/ against the main branch.
+# Wire compatibility of the API (proto/) against the main branch.
 breaking: install
-	buf breaking --against '.git#branch=main'
+	buf breaking proto --against '.git#branch=main,subdir=proto'
 
+# The fast tier first (no PostgreSQL), then the rest.
 test: install check-gen
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q tests/service tests/process
 
 run: install
-	$(PY) -m server serve --dev
+	$(VENV)/bin/hostauth serve --dev
 
 # The service under load next to its ceilings (docs/benchmarks.md); installs
 # h2load and wrk from Debian's packages when missing.
@@ -49,6 +54,11 @@ bench: install
 # Online rewrap rows/s next to a plain batched UPDATE of the same rows.
 bench-rewrap: install
 	$(PY) -m bench.rewrap
+
+# This checkout against another one (AGAINST=<dir>, with its own .venv), side
+# by side in one sitting: paired rounds, order alternating (bench/ab.py).
+bench-ab: install
+	$(PY) -m bench.ab --against $(AGAINST) $(if $(AGAINST_COMMAND),--against-command '$(AGAINST_COMMAND)')
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -10,17 +10,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
-from server.auth.api_keys import hash_api_key, new_api_key
-from server.store import ApiKeyStore, connect_pool
-from tests.db import create_database
-from tests.processes import ROOT, free_port
+from hostauth.auth.api_keys import hash_api_key, new_api_key
+from hostauth.store import ApiKeyStore, connect_pool
+from tests.support.db import create_database
+from tests.support.processes import ROOT, free_port
 
 
 @dataclass
@@ -58,21 +58,35 @@ class Service:
 
 
 @contextmanager
-def service(fixture: Fixture, keyring: str, workers: int, folder: Path) -> Iterator[Service]:
+def service(
+    fixture: Fixture,
+    keyring: str,
+    workers: int,
+    folder: Path,
+    *,
+    command: Sequence[str] = (sys.executable, "-m", "bench.server", "serve"),
+    cwd: Path = ROOT,
+    name: str = "service",
+) -> Iterator[Service]:
+    """The service with the bench's echo (bench/server.py); `command` and
+    `cwd` start another checkout's instead (bench/ab.py)."""
     http, grpc_port = free_port(), free_port()
-    log = folder / f"service-{workers}.log"
+    log = folder / f"{name}-{workers}.log"
     env = {
         **os.environ,
         "DATABASE_URL": fixture.dsn,
         "HOSTAUTH_KEYRING": keyring,
         "HOSTAUTH_HTTP_ADDR": f"127.0.0.1:{http}",
         "HOSTAUTH_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-        "HOSTAUTH_BENCH_ECHO": "1",
         "HOSTAUTH_WORKERS": str(workers),
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            list(command),
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     svc = Service(proc, http, grpc_port, log)
     try:

@@ -21,30 +21,29 @@ import time
 from pathlib import Path
 from uuid import uuid4
 
-from server.crypto import Keys, LocalKeyring, Sealer, SecretContext, key_id_of
-from server.crypto.keyring import generate_keyring_json
-from server.embedded_pg import EmbeddedPostgres
-from server.key_registry import register_and_check, rewrap, rotate
-from server.service import FIELD_REFRESH_TOKEN, FIELD_TOKEN
-from server.store import (
-    AuditEvent,
+from hostauth.core.model import FIELD_REFRESH_TOKEN, FIELD_TOKEN, AuditEvent, TokenRecord
+from hostauth.crypto import KeyProviders, LocalKeyring, Sealer, SecretContext, key_id_of
+from hostauth.crypto.keyring import generate_keyring_json
+from hostauth.keys.registry import register_and_check
+from hostauth.keys.rotation import rewrap, rotate
+from hostauth.runtime.embedded_pg import EmbeddedPostgres
+from hostauth.store import (
     Ciphertext,
     Sealed,
     SealedSecrets,
-    TokenRecord,
     TokenStore,
     connect_pool,
 )
-from server.store.encryption_keys import KeyStore
-from tests.db import create_database
+from hostauth.store.encryption_keys import KeyStore
+from tests.support.db import create_database
 
 
-def keys() -> Keys:
+def keys() -> KeyProviders:
     found: dict[str, object] = {}
     for key_id in ("k-old", "k-new"):
         found.update(json.loads(generate_keyring_json(key_id))["keys"])
     doc = {"primary": "k-old", "keys": found}
-    return Keys.local(LocalKeyring.from_json(json.dumps(doc), source="bench"))
+    return KeyProviders.local(LocalKeyring.from_json(json.dumps(doc), source="bench"))
 
 
 async def seed(store: TokenStore, sealer: Sealer, rows: int) -> None:

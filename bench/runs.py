@@ -10,9 +10,9 @@ import uuid
 import asyncpg
 
 from bench.fixture import Fixture, Service
+from bench.gen.hostauth.bench.v1 import echo_pb2
 from bench.load_tools import WARM_UP_S, Result, create_load, h2load, wrk
 from gitpod.v1 import runner_configuration_pb2 as pb
-from hostauth.bench.v1 import echo_pb2
 
 SERVICE = "gitpod.v1.RunnerConfigurationService"
 METHODS = ("Create", "GetValue", "Get", "List", "Echo")

@@ -38,8 +38,8 @@ from bench.fixture import Fixture, Service, seed, service, setup
 from bench.load_tools import Result, ensure_tools, median_result
 from bench.report import Row, cpu_line, paired_ratio, table
 from bench.runs import METHODS, TRANSPORTS, run_once
-from server.crypto.keyring import generate_keyring_json
-from server.embedded_pg import EmbeddedPostgres
+from hostauth.crypto.keyring import generate_keyring_json
+from hostauth.runtime.embedded_pg import EmbeddedPostgres
 
 
 async def settle(dsn: str) -> None:

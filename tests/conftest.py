@@ -3,39 +3,33 @@ both transports in this event loop, and a client per wire."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import asyncpg
 import pytest
 
 from gitpod.v1 import identity_pb2
-from server.app import Running, serve
-from server.auth.api_key_cache import CachedApiKeys
-from server.auth.api_keys import hash_api_key, new_api_key
-from server.auth.authenticator import Authenticator
-from server.auth.caller import Call, Caller
-from server.auth.jwt_verifier import JwtSettings, JwtVerifier
-from server.config import Address, Settings
-from server.crypto import Keys, LocalKeyring, Sealer
-from server.crypto.keyring import generate_keyring_json
-from server.cursor import CursorCodec
-from server.embedded_pg import EmbeddedPostgres
-from server.policy import READ_SECRETS
-from server.service import HostAuthService
-from server.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key
-from tests.db import create_database
-from tests.jwts import AUDIENCE, ISSUER, Issuer
-from tests.sensitive import leaks, remember
-from tests.wire import READ_WIRES, WIRES, ConnectWire, GrpcWire, Wire
-
-TEST_KEYRING_JSON = generate_keyring_json("test-key-1")
+from hostauth.auth.caller import Call, Caller
+from hostauth.auth.jwt_verifier import JwtSettings, JwtVerifier
+from hostauth.core.cursor import CursorCodec
+from hostauth.core.policy import READ_SECRETS
+from hostauth.core.service import HostAuthService
+from hostauth.crypto import KeyProviders, LocalKeyring, Sealer
+from hostauth.runtime.embedded_pg import EmbeddedPostgres
+from hostauth.runtime.serve import Running
+from hostauth.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key
+from hostauth.vault import EncryptedTokens
+from tests.support.db import create_database
+from tests.support.jwts import AUDIENCE, ISSUER, Issuer
+from tests.support.sensitive import leaks
+from tests.support.serving import TEST_KEYRING_JSON, make_api_key, serving
+from tests.support.wire import READ_WIRES, WIRES, ConnectWire, GrpcWire, Wire
 
 
 class _Collector(logging.Handler):
@@ -60,9 +54,9 @@ def no_secret_in_any_log() -> Iterator[_Collector]:
     # The capture sees the service's loggers from the first test to the last
     # (checked by canaries, not by counting lines at the end, so that a run of
     # log-free tests alone passes, and a handler lost mid-run fails it).
-    canary = logging.getLogger("server.tests")
+    canary = logging.getLogger("hostauth.tests")
     canary.debug("log capture canary: start")
-    assert collector.lines == ["DEBUG server.tests: log capture canary: start"]
+    assert collector.lines == ["DEBUG hostauth.tests: log capture canary: start"]
     yield collector
     canary.debug("log capture canary: end")
     root.removeHandler(collector)
@@ -70,7 +64,7 @@ def no_secret_in_any_log() -> Iterator[_Collector]:
     leaked = [(line[:80], leaks(line)) for line in collector.lines if leaks(line)]
     assert not leaked, f"secrets or credentials in logs: {leaked[:5]}"
     # A background thread may log after the canary, so not lines[-1].
-    assert "DEBUG server.tests: log capture canary: end" in collector.lines
+    assert "DEBUG hostauth.tests: log capture canary: end" in collector.lines
 
 
 @pytest.fixture(scope="session")
@@ -111,12 +105,12 @@ def keyring() -> LocalKeyring:
 
 @pytest.fixture(scope="session")
 def sealer(keyring: LocalKeyring) -> Sealer:
-    return Sealer(Keys.local(keyring))
+    return Sealer(KeyProviders.local(keyring))
 
 
 @pytest.fixture(scope="session")
 async def core(pool: asyncpg.Pool, sealer: Sealer) -> HostAuthService:
-    return HostAuthService(TokenStore(pool), sealer, CursorCodec(await cursor_key(pool)))
+    return HostAuthService(EncryptedTokens(TokenStore(pool), sealer), CursorCodec(await cursor_key(pool)))
 
 
 @pytest.fixture(scope="session")
@@ -131,12 +125,6 @@ def api_keys(pool: asyncpg.Pool) -> ApiKeyStore:
     return ApiKeyStore(pool)
 
 
-async def make_api_key(api_keys: ApiKeyStore, principal: int, subject_id: UUID, *grants: str) -> str:
-    key = remember(new_api_key())
-    await api_keys.create(hash_api_key(key), principal, subject_id, grants)
-    return key
-
-
 @pytest.fixture(scope="session")
 async def admin_key(api_keys: ApiKeyStore) -> str:
     """The credential the wire tests use: a service account with secrets:read."""
@@ -148,39 +136,12 @@ def jwt_issuer(tmp_path_factory: pytest.TempPathFactory) -> Issuer:
     return Issuer(tmp_path_factory.mktemp("jwks") / "jwks.json")
 
 
-@contextlib.asynccontextmanager
-async def serving(
-    core: HostAuthService,
-    api_keys: ApiKeyStore,
-    database_dsn: str,
-    *,
-    http_server: str,
-    jwt: JwtVerifier | None = None,
-) -> AsyncIterator[Running]:
-    """Both transports in this process on free ports, as the server runs them."""
-    settings = Settings(
-        http_addr=Address("127.0.0.1", 0),
-        grpc_addr=Address("127.0.0.1", 0),
-        database_url=database_dsn,
-        http_server=http_server,
-    )
-    cached_keys = CachedApiKeys(api_keys)  # as the server runs it: revocations must still bite
-    await cached_keys.start()
-    try:
-        async with serve(core, Authenticator(cached_keys, jwt), settings) as running:
-            yield running
-    finally:
-        await cached_keys.close()
-
-
 @pytest.fixture(scope="session")
 async def running(
     core: HostAuthService, api_keys: ApiKeyStore, jwt_issuer: Issuer, database_dsn: str
 ) -> AsyncIterator[Running]:
     jwt = JwtVerifier(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=jwt_issuer.jwks_file))
-    # The suite runs on the default server unless told another.
-    server = os.environ.get("HOSTAUTH_HTTP_SERVER", "granian")
-    async with serving(core, api_keys, database_dsn, http_server=server, jwt=jwt) as running:
+    async with serving(core, api_keys, database_dsn, jwt=jwt) as running:
         yield running
 
 

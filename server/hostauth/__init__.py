@@ -1,0 +1,1 @@
+"""hostauth: keeps the credentials developer environments use to reach git hosts."""

@@ -1,0 +1,1 @@
+"""The `hostauth` command: serve, API keys, keys, the audit trail."""

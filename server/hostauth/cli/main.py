@@ -1,0 +1,105 @@
+"""`hostauth` (or `python -m hostauth`): serve, and manage API keys, keys and
+the audit trail.
+
+    hostauth serve [--workers N]
+    hostauth api-keys create --principal service_account --subject UUID [--grant secrets:read]
+    hostauth api-keys revoke ID
+    hostauth api-keys list
+    hostauth keys generate|status|rotate|rewrap|retire ...
+    hostauth audit list [--token-id UUID] [--subject UUID] [--since 2026-01-01T00:00:00Z]
+    hostauth --version
+
+Commands use DATABASE_URL; with --dev (before or after the command) and no
+DATABASE_URL, the embedded database of `make run` (the running one, or
+started for the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import asyncpg
+
+from hostauth.cli.api_keys import add_api_keys_commands
+from hostauth.cli.audit import add_audit_commands
+from hostauth.cli.commands import command, global_options
+from hostauth.cli.keys import add_keys_commands
+from hostauth.cli.version import version_line
+from hostauth.config import ConfigError, Settings
+from hostauth.keys.loading import load_keyring
+from hostauth.keys.registry import KeyAdminError
+from hostauth.runtime.database import database
+from hostauth.runtime.serve import NO_EXTRAS, Extras
+from hostauth.runtime.supervisor import ensure_ports_free, supervise
+from hostauth.runtime.tuning import use_event_loop
+from hostauth.runtime.worker import prepare, run_server
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hostauth", description="hostauth")
+    parser.add_argument("--version", action="version", version=version_line())
+    global_options(parser, top=True)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = command(commands, "serve", "serve gRPC and Connect")
+    serve_cmd.add_argument(
+        "--workers", type=int, help="serving processes (default HOSTAUTH_WORKERS, else CPUs)"
+    )
+    serve_cmd.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of the supervisor's
+    serve_cmd.set_defaults(run=None)
+    add_api_keys_commands(commands)
+    add_keys_commands(commands)
+    add_audit_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: str = "hostauth") -> int:
+    """The command line. `extras` and `module` are for a program that embeds
+    the service (the benchmark): what it adds, and the module its workers run."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    offline = getattr(args, "offline", False)  # needs no database and no keyring
+    try:
+        settings = Settings.from_env(os.environ, dev=args.dev, database=not offline)
+        if args.command in ("serve", "keys") and not offline:
+            load_keyring(settings)  # fail on a bad keyring before starting a database
+    except ConfigError as exc:
+        print(f"hostauth: {exc}", file=sys.stderr)
+        return 2
+    if offline:
+        return int(args.run(args, settings) or 0)
+    use_event_loop(settings.event_loop)
+    run: Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]] | None = args.run
+    args.settings = settings
+    try:
+        with database(settings) as dsn:
+            if run is not None:
+                asyncio.run(run(args, dsn))
+            elif args.worker:
+                asyncio.run(run_server(settings, dsn, worker=True, extras=extras))
+            elif (workers := args.workers or settings.workers) > 1:
+                ensure_ports_free(settings.http_addr, settings.grpc_addr)
+                asyncio.run(prepare(settings, dsn))
+                return supervise(dataclasses.replace(settings, workers=workers), dsn, module=module)
+            else:  # one process: all the batches in flight are its own
+                asyncio.run(run_server(dataclasses.replace(settings, workers=1), dsn, extras=extras))
+    except TimeoutError:  # an OSError, with no message of its own
+        print(
+            f"hostauth: the database did not answer within {settings.db_timeout_s:g} s"
+            " (HOSTAUTH_DB_TIMEOUT_S)",
+            file=sys.stderr,
+        )
+        return 1
+    except (KeyAdminError, OSError) as exc:  # OSError: a port taken, a database not reachable
+        print(f"hostauth: {exc}", file=sys.stderr)
+        return 1
+    except asyncpg.PostgresError as exc:  # a wrong password, no such database, ...
+        print(f"hostauth: the database refused: {exc}", file=sys.stderr)
+        return 1
+    return 0

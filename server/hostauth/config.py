@@ -1,0 +1,221 @@
+"""Configuration: one typed object, read once at start-up from the environment.
+
+Nothing else in the service reads the environment, and this module imports
+nothing of the service's: every default is set here, once, and passed down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# API keys are this prefix and 43 characters of base64url (hostauth/auth/api_keys.py).
+API_KEY_PREFIX = "hak_"
+
+# Connecting to the database, and any one statement, fail after this long.
+DEFAULT_DB_TIMEOUT_S = 10.0
+
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed."""
+
+
+ASYMMETRIC = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSettings:
+    issuer: str
+    audience: str
+    jwks_file: Path | None = None
+    pem_files: tuple[Path, ...] = ()
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    leeway_s: int = 30
+    principal_claim: str = "principal"
+
+    def __post_init__(self) -> None:
+        unsafe = set(self.algorithms) - ASYMMETRIC
+        if unsafe:
+            raise ValueError(f"JWT algorithms must be asymmetric; not allowed: {sorted(unsafe)}")
+        if self.jwks_file is None and not self.pem_files:
+            raise ValueError("JWT verification needs a JWKS file or PEM public keys")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, *, setting: str) -> Address:
+        host, sep, port = text.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"{setting} must be host:port, got {text!r}")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    http_addr: Address = Address("127.0.0.1", 8080)
+    grpc_addr: Address = Address("127.0.0.1", 9090)
+    # None: no external database; only allowed in development mode, where an
+    # embedded PostgreSQL is started in data_dir.
+    database_url: str | None = dataclasses.field(default=None, repr=False)
+    data_dir: Path = Path(".hostauth")
+    keyring_json: str | None = dataclasses.field(default=None, repr=False)
+    keyring_file: Path | None = None
+    dev: bool = False
+    # None: JWTs are not accepted (API keys only).
+    jwt: JwtSettings | None = None
+    # --dev: use this API key as the development key instead of generating one.
+    dev_api_key: str | None = dataclasses.field(default=None, repr=False)
+    # AWS KMS key (id or ARN) to seal new data under; None: local keys only.
+    kms_key_id: str | None = None
+    kms_endpoint_url: str | None = None
+    kms_cache_size: int = 10_000
+    kms_cache_ttl_s: float = 300.0
+    # How often a replica tells the database which keys it holds; it counts
+    # as live for three intervals.
+    heartbeat_s: float = 2.0
+    # Serving processes; several share the ports (SO_REUSEPORT).
+    workers: int = 1
+    # Pin worker i to the i-th CPU this process may use (wrapping around), so
+    # the workers do not migrate between cores and evict each other's caches.
+    pin_workers: bool = True
+    # When pinned to one core, the event loop and the HTTP server's threads
+    # under SCHED_BATCH: no wakeup preemption between them (server/hostauth/runtime/tuning.py).
+    batch_scheduling: bool = True
+    # Database connections per serving process.
+    db_pool_size: int = 10
+    # Connecting, and any one statement, fail after this long (unavailable).
+    db_timeout_s: float = DEFAULT_DB_TIMEOUT_S
+    # Requests above this size are refused with resource_exhausted.
+    max_message_bytes: int = 1 << 20
+    # uvloop, or the standard library's loop (asyncio).
+    event_loop: str = "uvloop"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, dev: bool = False, database: bool = True) -> Settings:
+        """The settings in env; `database=False` for a command that needs none."""
+        event_loop = env.get("HOSTAUTH_EVENT_LOOP", "uvloop")
+        if event_loop not in EVENT_LOOPS:
+            raise ConfigError(f"HOSTAUTH_EVENT_LOOP must be uvloop or asyncio, got {event_loop!r}")
+        settings = cls(
+            http_addr=Address.parse(
+                env.get("HOSTAUTH_HTTP_ADDR", "127.0.0.1:8080"), setting="HOSTAUTH_HTTP_ADDR"
+            ),
+            grpc_addr=Address.parse(
+                env.get("HOSTAUTH_GRPC_ADDR", "127.0.0.1:9090"), setting="HOSTAUTH_GRPC_ADDR"
+            ),
+            database_url=env.get("DATABASE_URL") or None,
+            data_dir=Path(env.get("HOSTAUTH_DATA_DIR", ".hostauth")),
+            keyring_json=env.get("HOSTAUTH_KEYRING") or None,
+            keyring_file=Path(env["HOSTAUTH_KEYRING_FILE"]) if env.get("HOSTAUTH_KEYRING_FILE") else None,
+            dev=dev,
+            jwt=_jwt_settings(env),
+            dev_api_key=_dev_api_key(env),
+            heartbeat_s=_seconds(env, "HOSTAUTH_HEARTBEAT_S", 2.0),
+            kms_key_id=env.get("HOSTAUTH_KMS_KEY_ID") or None,
+            kms_endpoint_url=env.get("HOSTAUTH_KMS_ENDPOINT_URL") or None,
+            kms_cache_size=_count(env, "HOSTAUTH_KMS_CACHE_SIZE", 10_000),
+            kms_cache_ttl_s=_seconds(env, "HOSTAUTH_KMS_CACHE_TTL_S", 300.0),
+            workers=_count(env, "HOSTAUTH_WORKERS", os.cpu_count() or 1),
+            pin_workers=_switch(env, "HOSTAUTH_PIN_WORKERS", default=True),
+            batch_scheduling=_switch(env, "HOSTAUTH_BATCH_SCHEDULING", default=True),
+            db_pool_size=_count(env, "HOSTAUTH_DB_POOL_SIZE", 10),
+            db_timeout_s=_seconds(env, "HOSTAUTH_DB_TIMEOUT_S", DEFAULT_DB_TIMEOUT_S),
+            event_loop=event_loop,
+        )
+        if settings.database_url is None and not dev and database:
+            raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")
+        return settings
+
+
+def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off (1/0, true/false), got {value!r}")
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdecimal() or int(text) == 0:
+        raise ConfigError(f"{name} must be a whole number above 0, got {text!r}")
+    return int(text)
+
+
+# A key of one's own must be one the Authenticator takes for an API key.
+_DEV_API_KEY = re.compile(re.escape(API_KEY_PREFIX) + r"[A-Za-z0-9_-]{16,}")
+
+
+def _dev_api_key(env: Mapping[str, str]) -> str | None:
+    key = env.get("HOSTAUTH_DEV_API_KEY") or None
+    if key is not None and not _DEV_API_KEY.fullmatch(key):
+        raise ConfigError(
+            f"HOSTAUTH_DEV_API_KEY must be {API_KEY_PREFIX} and at least 16 characters of A-Z, a-z, 0-9,"
+            " _ or - (as `api-keys create` makes them)"
+        )
+    return key
+
+
+def _jwt_settings(env: Mapping[str, str]) -> JwtSettings | None:
+    names = (
+        "HOSTAUTH_JWT_ISSUER",
+        "HOSTAUTH_JWT_AUDIENCE",
+        "HOSTAUTH_JWT_JWKS_FILE",
+        "HOSTAUTH_JWT_PEM_FILES",
+    )
+    if not any(env.get(n) for n in names):
+        return None
+    issuer, audience = env.get("HOSTAUTH_JWT_ISSUER", ""), env.get("HOSTAUTH_JWT_AUDIENCE", "")
+    if not issuer or not audience:
+        raise ConfigError("JWTs need both HOSTAUTH_JWT_ISSUER and HOSTAUTH_JWT_AUDIENCE")
+    leeway = env.get("HOSTAUTH_JWT_LEEWAY_S", "30")
+    if not leeway.isdigit():
+        raise ConfigError(f"HOSTAUTH_JWT_LEEWAY_S must be a number of seconds, got {leeway!r}")
+    try:
+        return JwtSettings(
+            issuer=issuer,
+            audience=audience,
+            jwks_file=Path(env["HOSTAUTH_JWT_JWKS_FILE"]) if env.get("HOSTAUTH_JWT_JWKS_FILE") else None,
+            pem_files=tuple(Path(p) for p in env.get("HOSTAUTH_JWT_PEM_FILES", "").split(",") if p),
+            algorithms=tuple(
+                a.strip() for a in env.get("HOSTAUTH_JWT_ALGORITHMS", "RS256,ES256,EdDSA").split(",")
+            ),
+            leeway_s=int(leeway),
+            principal_claim=env.get("HOSTAUTH_JWT_PRINCIPAL_CLAIM", "principal"),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {text!r}")
+    return value

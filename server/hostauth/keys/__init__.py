@@ -1,0 +1,1 @@
+"""Key-encryption keys: which are loaded, and their registry in the database (rotation included)."""

@@ -1,0 +1,1 @@
+"""How the service runs: serving, workers, the database it uses, process tuning."""

@@ -1,0 +1,149 @@
+"""Runs both transports over one service core in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from hostauth.auth.authenticator import Authenticator
+from hostauth.config import Address, Settings
+from hostauth.core.service import HostAuthService
+from hostauth.runtime.tuning import schedule_as_batch, shares_one_core
+from hostauth.transport.connect import build_connect_app
+from hostauth.transport.grpc import build_grpc_server
+from hostauth.transport.http_server import SHUTDOWN_GRACE_S, HttpServer, serve_granian
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """Where the servers listen (ports resolved when 0 was asked for)."""
+
+    http: Address
+    grpc: Address
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http}"
+
+
+@dataclass(frozen=True, slots=True)
+class Extras:
+    """What a program that embeds the service adds to it: the benchmark adds
+    its echo method on both ports and may put another HTTP server under
+    Connect (bench/server.py). The product runs with none."""
+
+    # The Connect app and the request size limit -> the app to serve.
+    wrap_connect: Callable[[Any, int], Any] | None = None
+    grpc_handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = ()
+    http_server: HttpServer = serve_granian
+
+
+NO_EXTRAS = Extras()
+
+
+def bind_http(addr: Address, *, reuse_port: bool) -> socket.socket:
+    """The HTTP port, bound but not listening: the ASGI server listens on it
+    (or, granian, binds its own and this one is closed). A listening socket in
+    a SO_REUSEPORT group takes its share of new connections at once, and
+    closing it would reset the ones queued on it."""
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # worker processes share the port; the kernel spreads connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((addr.host, addr.port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {addr}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+# Where to knock when the server listens on every address.
+_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104
+
+
+async def _until_accepting(
+    addr: Address, port: int, server: asyncio.Task[None], *, within_s: float = 30.0
+) -> None:
+    """Until the HTTP port takes connections. granian binds it itself a
+    moment after it starts, and a client that came in that moment was
+    refused; so the service says it serves (the log line, gRPC health) only
+    once both transports would answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    host = _LOOPBACK.get(addr.host, addr.host)
+    while True:
+        if server.done():
+            server.result()  # the HTTP server's own error, if it failed
+            raise RuntimeError("the HTTP server stopped before it took a connection")
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.005)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    core: HostAuthService,
+    auth: Authenticator,
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    extras: Extras = NO_EXTRAS,
+) -> AsyncIterator[Running]:
+    grpc_server = build_grpc_server(
+        core,
+        auth,
+        max_message_bytes=settings.max_message_bytes,
+        reuse_port=reuse_port,
+        extra_handlers=extras.grpc_handlers,
+    )
+    try:  # grpcio raises RuntimeError for a port it cannot bind (older ones returned 0)
+        grpc_port = grpc_server.server.add_insecure_port(str(settings.grpc_addr))
+    except RuntimeError:
+        grpc_port = 0
+    if grpc_port == 0:
+        raise OSError(f"cannot listen on {settings.grpc_addr} (gRPC)")
+    # The HTTP socket is bound here, not by the ASGI server, so that port 0
+    # (tests) resolves to a known port before anyone connects.
+    sock = bind_http(settings.http_addr, reuse_port=reuse_port)
+    http_port = sock.getsockname()[1]
+    app: Any = build_connect_app(core, auth, max_message_bytes=settings.max_message_bytes)
+    if extras.wrap_connect is not None:
+        app = extras.wrap_connect(app, settings.max_message_bytes)
+    await grpc_server.server.start()
+    # grpc's threads have started and keep the normal policy; this thread (the
+    # event loop) and the HTTP server's, started from here on, share one core
+    # and hand each other every request (server/hostauth/runtime/tuning.py).
+    if settings.batch_scheduling and shares_one_core() and schedule_as_batch():
+        log.info("the event loop and the HTTP server's threads run under SCHED_BATCH")
+    stop = asyncio.Event()
+    http_task = asyncio.create_task(extras.http_server(app, sock, stop))
+    try:
+        await _until_accepting(settings.http_addr, http_port, http_task)
+        await grpc_server.mark_serving()
+        yield Running(
+            Address(settings.http_addr.host, http_port), Address(settings.grpc_addr.host, grpc_port)
+        )
+    finally:
+        stop.set()
+        await grpc_server.server.stop(grace=SHUTDOWN_GRACE_S)
+        await http_task

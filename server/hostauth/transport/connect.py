@@ -1,0 +1,183 @@
+"""Connect adapter: an ASGI app serving Connect JSON and Connect proto.
+
+Also Connect GET for the methods without side effects, gzip both ways, and
+the older JSON SDK's List paging through URL query parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextvars import ContextVar
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
+
+from connectrpc.errors import ConnectError
+from connectrpc.request import RequestContext
+
+from gitpod.v1 import runner_configuration_pb2 as pb
+from gitpod.v1.runner_configuration_connect import RunnerConfigurationServiceASGIApplication
+from hostauth.auth.authenticator import Authenticator, request_id_from
+from hostauth.auth.caller import Call
+from hostauth.core.service import HostAuthService
+from hostauth.errors import FieldViolation, InvalidArgument
+from hostauth.transport.calls import CoreMethod, Refused, answer
+from hostauth.transport.codecs import connect_codecs
+from hostauth.transport.status import STATUS
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+Ctx = RequestContext[Any, Any]
+
+LIST_PATH = "/gitpod.v1.RunnerConfigurationService/ListHostAuthenticationTokens"
+# The query parameters of the List request being served, if it had any.
+_list_query: ContextVar[dict[str, list[str]] | None] = ContextVar("list_query", default=None)
+
+
+def apply_list_query(request: pb.ListHostAuthenticationTokensRequest, query: dict[str, list[str]]) -> None:
+    """The older JSON SDK pages with `?token=...&pageSize=...` on an unchanged
+    body: those parameters override the body's pagination."""
+    if "token" in query:
+        request.pagination.token = query["token"][-1]
+    if "pageSize" in query:
+        try:
+            request.pagination.page_size = int(query["pageSize"][-1])
+        except ValueError:  # not a number, or beyond int32
+            raise InvalidArgument(
+                [FieldViolation("pagination.page_size", "value must be a 32-bit integer")]
+            ) from None
+
+
+class ConnectRunnerConfiguration:
+    """Implements the generated RunnerConfigurationService protocol."""
+
+    __slots__ = ("_auth", "_core")
+
+    def __init__(self, core: HostAuthService, auth: Authenticator) -> None:
+        self._core = core
+        self._auth = auth
+
+    async def _call(self, method: CoreMethod[Req, Res], request: Req, ctx: Ctx) -> Res:
+        headers = ctx.request_headers
+        rid = request_id_from(headers.get("x-request-id"))
+        ctx.response_headers["x-request-id"] = rid  # on refusals too
+        try:
+            return await answer(
+                self._auth, ctx.method.name, headers.getall("authorization"), rid, method, request
+            )
+        except Refused as refused:
+            raise ConnectError(STATUS[refused.code][1], refused.message) from None
+
+    async def create_host_authentication_token(
+        self, request: pb.CreateHostAuthenticationTokenRequest, ctx: Ctx, /
+    ) -> pb.CreateHostAuthenticationTokenResponse:
+        return await self._call(self._core.create_host_authentication_token, request, ctx)
+
+    async def get_host_authentication_token(
+        self, request: pb.GetHostAuthenticationTokenRequest, ctx: Ctx, /
+    ) -> pb.GetHostAuthenticationTokenResponse:
+        return await self._call(self._core.get_host_authentication_token, request, ctx)
+
+    async def list_host_authentication_tokens(
+        self, request: pb.ListHostAuthenticationTokensRequest, ctx: Ctx, /
+    ) -> pb.ListHostAuthenticationTokensResponse:
+        return await self._call(self._list, request, ctx)
+
+    async def update_host_authentication_token(
+        self, request: pb.UpdateHostAuthenticationTokenRequest, ctx: Ctx, /
+    ) -> pb.UpdateHostAuthenticationTokenResponse:
+        return await self._call(self._core.update_host_authentication_token, request, ctx)
+
+    async def delete_host_authentication_token(
+        self, request: pb.DeleteHostAuthenticationTokenRequest, ctx: Ctx, /
+    ) -> pb.DeleteHostAuthenticationTokenResponse:
+        return await self._call(self._core.delete_host_authentication_token, request, ctx)
+
+    async def get_host_authentication_token_value(
+        self, request: pb.GetHostAuthenticationTokenValueRequest, ctx: Ctx, /
+    ) -> pb.GetHostAuthenticationTokenValueResponse:
+        return await self._call(self._core.get_host_authentication_token_value, request, ctx)
+
+    async def _list(
+        self, request: pb.ListHostAuthenticationTokensRequest, call: Call
+    ) -> pb.ListHostAuthenticationTokensResponse:
+        query = _list_query.get()
+        if query:
+            apply_list_query(request, query)
+        return await self._core.list_host_authentication_tokens(request, call)
+
+
+class ConnectApp:
+    """The ASGI app: the generated Connect application, plus List's query."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: RunnerConfigurationServiceASGIApplication) -> None:
+        self._inner = inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._inner(scope, receive, send)
+            return
+        receive = _QuietAfterBody(receive)
+        if not all(value.isascii() for _, value in scope["headers"]):
+            scope = _with_utf8_headers(scope)
+        if scope["method"] == "POST" and scope["path"] == LIST_PATH and scope["query_string"]:
+            token = _list_query.set(parse_qs(scope["query_string"].decode("latin-1")))
+            try:
+                await self._inner(scope, receive, send)
+            finally:
+                _list_query.reset(token)
+            return
+        await self._inner(scope, receive, send)
+
+
+def _with_utf8_headers(scope: Any) -> Any:
+    """The scope with every header value valid UTF-8, bytes that are not
+    replaced (U+FFFD). connectrpc decodes header values strictly and answered
+    one that is not UTF-8 (HTTP allows any byte above 0x7F) with a 500 that
+    quoted the codec's error; through granian's native interface such a
+    request already went through. A header that matters then fails on its
+    own terms (an authorization becomes unauthenticated); one that does not
+    is ignored. The check before it is cheap next to the request."""
+    headers = [(name, value.decode("utf-8", "replace").encode()) for name, value in scope["headers"]]
+    return {**scope, "headers": headers}
+
+
+class _QuietAfterBody:
+    """The request's receive() up to the end of its body; after that, a
+    receive() that waits until it is cancelled (a disconnect is not seen).
+
+    So no method watches for its client's disconnect once the body is read.
+    connectrpc's watch (a receive() kept pending for the whole call: a task
+    and a future per request) would cancel the handler, but every method is
+    one short, bounded database step. Create, Get and GetValue run in a
+    statement shared with other requests, which completes whatever one
+    client does; List, Update and Delete are one query or one transaction,
+    better finished than cut off, and the watch costs a visible share of
+    each method's rate (docs/benchmarks.md, decisions). Deadlines still end
+    any call.
+    """
+
+    __slots__ = ("_body_done", "_receive")
+
+    def __init__(self, receive: Any) -> None:
+        self._receive = receive
+        self._body_done = False
+
+    async def __call__(self) -> Any:
+        if self._body_done:
+            await asyncio.get_running_loop().create_future()  # never set: ends by cancellation
+        message = await self._receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self._body_done = True
+        return message
+
+
+def build_connect_app(core: HostAuthService, auth: Authenticator, *, max_message_bytes: int) -> ConnectApp:
+    return ConnectApp(
+        RunnerConfigurationServiceASGIApplication(
+            ConnectRunnerConfiguration(core, auth),
+            read_max_bytes=max_message_bytes,
+            codecs=connect_codecs(),
+        )
+    )

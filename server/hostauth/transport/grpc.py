@@ -1,0 +1,199 @@
+"""gRPC adapter (grpc.aio): health, reflection, and the service core."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gitpod.v1 import runner_configuration_pb2 as pb
+from hostauth.auth.authenticator import Authenticator, request_id_from
+from hostauth.auth.caller import Call
+from hostauth.core.service import HostAuthService
+from hostauth.transport.calls import CoreMethod, Refused, Undecodable, answer
+from hostauth.transport.status import STATUS
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RunnerConfigurationService"].full_name
+
+
+Context = grpc.aio.ServicerContext
+log = logging.getLogger(__name__)
+
+# grpc.aio cancels a call whose client leaves. An Update or a Delete already
+# under way is finished instead, as on Connect (server/hostauth/transport/connect.py),
+# so a departed client's write has the same outcome on every wire. Create
+# already runs in a statement shared with other requests, which completes.
+# A deadline still calls it off, as on Connect (see _DEADLINE_SLACK_S).
+_FINISHED_WHEN_LEFT = frozenset({"UpdateHostAuthenticationToken", "DeleteHostAuthenticationToken"})
+
+
+# A client's own deadline usually ends the call first: it resets the stream
+# when its timer fires, a moment before the server's copy of that deadline
+# (counted from when the request arrived) runs out. A cancel that close to
+# the deadline is taken for the deadline.
+_DEADLINE_SLACK_S = 1.0
+
+
+def _outcome_unheard(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:  # retrieved: nobody waits for it
+        log.info("a call whose client left ended with %s", type(task.exception()).__name__)
+
+
+async def _finished_unless_late(work: Awaitable[Res], context: Context[Any, Any]) -> Res:
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining < _DEADLINE_SLACK_S:  # the deadline ended the call
+            task.cancel()
+        else:
+            task.add_done_callback(_outcome_unheard)
+        raise
+
+
+async def _call(
+    auth: Authenticator,
+    name: str,
+    method: CoreMethod[Req, Res],
+    request: Req | Undecodable,
+    context: Context[Req, Res],
+) -> Res:
+    authorization: list[str] = []
+    request_id: str | None = None
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            authorization.append(value)
+        elif key == "x-request-id" and isinstance(value, str):
+            request_id = value
+    rid = request_id_from(request_id)
+    # The request id goes back in the trailers, which travel with the status,
+    # refusals included: initial metadata of its own would be a separate send
+    # (docs/benchmarks.md, decisions). An abort keeps trailers set here.
+    context.set_trailing_metadata((("x-request-id", rid),))
+    if name in _FINISHED_WHEN_LEFT:
+        method = _finishing(method, context)
+    try:
+        return await answer(auth, name, authorization, rid, method, request)
+    except Refused as refused:
+        code, message = refused.code, refused.message
+    await context.abort(STATUS[code][0], message)
+    raise AssertionError("unreachable: abort raises")
+
+
+def _finishing(method: CoreMethod[Req, Res], context: Context[Any, Any]) -> CoreMethod[Req, Res]:
+    async def finished(request: Req, call: Call) -> Res:
+        return await _finished_unless_late(method(request, call), context)
+
+    return finished
+
+
+def _decoder(message_type: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    # grpcio answers a deserializer's exception with UNKNOWN; bad input is the
+    # caller's mistake, so it must come back as INVALID_ARGUMENT, as on Connect.
+    def decode(data: bytes) -> Message | Undecodable:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(f"unmarshal message: {exc}")
+
+    return decode
+
+
+def _method_handler(
+    auth: Authenticator,
+    name: str,
+    method: CoreMethod[Any, Message],
+    request_type: type[Message],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    async def handle(request: Message | Undecodable, context: Context[Any, Any]) -> Message:
+        return await _call(auth, name, method, request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle,
+        request_deserializer=_decoder(request_type),
+        response_serializer=lambda message: message.SerializeToString(),
+    )
+
+
+def core_methods(core: HostAuthService) -> dict[str, tuple[CoreMethod[Any, Message], type[Message]]]:
+    """Each RPC of the proto service by its wire name: the core method that
+    answers it, and its request type."""
+    return {
+        "CreateHostAuthenticationToken": (
+            core.create_host_authentication_token,
+            pb.CreateHostAuthenticationTokenRequest,
+        ),
+        "GetHostAuthenticationToken": (
+            core.get_host_authentication_token,
+            pb.GetHostAuthenticationTokenRequest,
+        ),
+        "ListHostAuthenticationTokens": (
+            core.list_host_authentication_tokens,
+            pb.ListHostAuthenticationTokensRequest,
+        ),
+        "UpdateHostAuthenticationToken": (
+            core.update_host_authentication_token,
+            pb.UpdateHostAuthenticationTokenRequest,
+        ),
+        "DeleteHostAuthenticationToken": (
+            core.delete_host_authentication_token,
+            pb.DeleteHostAuthenticationTokenRequest,
+        ),
+        "GetHostAuthenticationTokenValue": (
+            core.get_host_authentication_token_value,
+            pb.GetHostAuthenticationTokenValueRequest,
+        ),
+    }
+
+
+def service_handler(core: HostAuthService, auth: Authenticator) -> grpc.GenericRpcHandler[Any, Any]:
+    handlers = {
+        name: _method_handler(auth, name, method, request_type)
+        for name, (method, request_type) in core_methods(core).items()
+    }
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcServer:
+    server: grpc.aio.Server
+    health: Any  # health.aio.HealthServicer: grpc-stubs does not know the aio module
+
+    async def mark_serving(self) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+def build_grpc_server(
+    core: HostAuthService,
+    auth: Authenticator,
+    *,
+    max_message_bytes: int,
+    reuse_port: bool = False,
+    extra_handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = (),
+) -> GrpcServer:
+    # grpcio shares ports by default; a lone server should fail on a taken port.
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ]
+    )
+    server.add_generic_rpc_handlers((service_handler(core, auth),))
+    if extra_handlers:
+        server.add_generic_rpc_handlers(extra_handlers)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined] # public, unstubbed
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    return GrpcServer(server, health_servicer)

@@ -1,0 +1,136 @@
+"""The Connect ASGI app served on granian's native interface (RSGI).
+
+granian's ASGI interface awaits its Rust side for every receive() and send()
+(three per unary call); RSGI reads a body in one await and writes a response
+in one plain call, which is faster for every method (docs/benchmarks.md,
+decisions). A Connect unary call needs no more of ASGI than one request body
+and one response, which is all this bridge gives: a response is written once
+its last body part is sent, and receive() goes quiet after the body, as
+ConnectApp's own wrapper makes it on other servers (connect.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+# A body that announces at most this many bytes is read in one await; a
+# longer one, or one of no announced length, is handed over chunk by chunk, so
+# that connectrpc refuses an oversized message as it arrives.
+READ_WHOLE_MAX = 1 << 20
+
+# What the app left of a body (it refused the message as too large, or before
+# reading it) is still read, up to this much, and dropped: a client that sends
+# its whole request before it reads the answer, as most do, would otherwise
+# meet a reset connection and lose the answer with it.
+DRAIN_MAX = 16 << 20
+
+
+class AsgiOverRsgi:
+    __slots__ = ("_app",)
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        if scope.proto != "http":
+            return  # no websockets here
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()]
+        server_host, _, server_port = scope.server.rpartition(":")
+        client_host, _, client_port = scope.client.rpartition(":")
+        asgi_scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": scope.http_version,
+            "method": scope.method,
+            "scheme": scope.scheme,
+            "path": scope.path,
+            "query_string": scope.query_string.encode("latin-1"),
+            "root_path": "",
+            "headers": headers,
+            "client": (client_host, int(client_port or 0)),
+            "server": (server_host, int(server_port or 0)),
+        }
+        # A GET or HEAD carries no body (Connect GET has its message in the
+        # URL): nothing to drain, and no await for it.
+        bodiless = scope.method in ("GET", "HEAD")
+        call = _Call(protocol, _announced_length(scope.headers.get("content-length")), drained=bodiless)
+        try:
+            await self._app(asgi_scope, call.receive, call.send)
+        finally:
+            await call.drain()
+
+
+def _announced_length(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
+
+
+class _Call:
+    __slots__ = (
+        "_announced",
+        "_body_done",
+        "_chunks",
+        "_drained",
+        "_headers",
+        "_parts",
+        "_protocol",
+        "_status",
+    )
+
+    def __init__(self, protocol: Any, announced: int | None, *, drained: bool = False) -> None:
+        self._protocol = protocol
+        self._announced = announced
+        self._body_done = False
+        self._drained = drained
+        self._chunks: Any = None  # the body's chunks, when it is streamed
+        self._status = 500
+        self._headers: list[tuple[str, str]] = []
+        self._parts: list[bytes] = []
+
+    async def receive(self) -> dict[str, Any]:
+        if self._body_done:
+            await asyncio.get_running_loop().create_future()  # never set: ends by cancellation
+        try:
+            if self._chunks is None and self._announced is not None and self._announced <= READ_WHOLE_MAX:
+                self._body_done = True
+                return {"type": "http.request", "body": await self._protocol(), "more_body": False}
+            if self._chunks is None:
+                self._chunks = self._protocol.__aiter__()
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._body_done = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": chunk, "more_body": True}
+        except RuntimeError:  # granian's RSGIProtocolClosed and RSGIProtocolError: the client left
+            self._body_done = True
+            return {"type": "http.disconnect"}
+
+    async def drain(self) -> None:
+        if self._body_done or self._drained:
+            return
+        self._body_done = self._drained = True
+        if self._chunks is None:
+            self._chunks = self._protocol.__aiter__()
+        left = DRAIN_MAX
+        try:
+            while left > 0:
+                left -= len(await self._chunks.__anext__())
+        except (StopAsyncIteration, RuntimeError):  # the end, or the client left
+            pass
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self._status = message["status"]
+            self._headers = [
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())
+            ]
+        elif kind == "http.response.body":
+            body = message.get("body", b"")
+            if message.get("more_body", False):
+                self._parts.append(body)
+                return
+            if self._parts:
+                body = b"".join((*self._parts, body))
+            self._protocol.response_bytes(self._status, self._headers, body)

@@ -1,0 +1,124 @@
+"""The encrypting wrapper of the token store: the core's TokenVault.
+
+Secrets are sealed on the way down and opened on the way up, each bound to
+its token's id and field name (hostauth/crypto/context.py), so a ciphertext
+copied to another row or field does not open. This is the only code that
+calls seal and open: the core hands over and gets back plaintext, the
+store (hostauth/store/) sees only ciphertext.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from uuid import UUID
+
+from hostauth.core.model import (
+    FIELD_REFRESH_TOKEN,
+    FIELD_TOKEN,
+    KEEP,
+    AuditEvent,
+    Keep,
+    ListQuery,
+    Position,
+    SecretRead,
+    Secrets,
+    TokenChanges,
+    TokenRecord,
+    UnreadableSecret,
+)
+from hostauth.crypto import DecryptionError, Sealer, SecretContext
+from hostauth.store import Ciphertext, NewToken, Sealed, SealedSecrets, TokenStore
+
+
+class EncryptedTokens:
+    """TokenVault over a TokenStore and a Sealer."""
+
+    __slots__ = ("_sealer", "_store")
+
+    def __init__(self, store: TokenStore, sealer: Sealer) -> None:
+        self._store = store
+        self._sealer = sealer
+
+    async def _seal_one(self, token_id: UUID, field: str, value: str) -> Sealed:
+        blob, key_id = await self._sealer.seal_keyed(value.encode(), SecretContext(str(token_id), field))
+        return Sealed(Ciphertext(blob), key_id)
+
+    async def _seal(self, token_id: UUID, secrets: Secrets) -> SealedSecrets:
+        refresh = secrets.refresh_token
+        return SealedSecrets(
+            token=await self._seal_one(token_id, FIELD_TOKEN, secrets.token),
+            refresh_token=await self._seal_one(token_id, FIELD_REFRESH_TOKEN, refresh) if refresh else None,
+        )
+
+    async def _open(self, token_id: UUID, field: str, sealed: Sealed) -> str:
+        try:
+            plain = await self._sealer.open(sealed.ciphertext, SecretContext(str(token_id), field))
+        except DecryptionError as exc:
+            raise UnreadableSecret(token_id, field, exc.reason) from None
+        return plain.decode()
+
+    async def insert(self, record: TokenRecord, secrets: Secrets, audit: AuditEvent) -> bool:
+        sealed = await self._seal(record.id, secrets)
+        return await self._store.insert(NewToken(record, sealed, audit))
+
+    async def replace(self, record: TokenRecord, secrets: Secrets, audit: AuditEvent) -> UUID | None:
+        # One pooled connection for the lookup and the write, as one request.
+        async with self._store.session() as db:
+            existing = await db.find_id(record.runner_id, record.subject_id, record.host)
+            if existing is None:
+                return None
+            # The ciphertexts are bound to the id: sealed anew under the existing one.
+            sealed = await self._seal(existing, secrets)
+            audit = dataclasses.replace(audit, token_id=existing)
+            if await db.replace(record._replace(id=existing), sealed, audit):
+                return existing
+        return None
+
+    async def get(self, token_id: UUID) -> TokenRecord | None:
+        return await self._store.get(token_id)
+
+    async def list(self, query: ListQuery) -> list[tuple[TokenRecord, Position]]:
+        async with self._store.session() as db:
+            return await db.list(query)
+
+    async def update(
+        self,
+        token_id: UUID,
+        changes: TokenChanges[str],
+        *,
+        runner_id: UUID | None,
+        subject_id: UUID | None,
+        audit: AuditEvent,
+    ) -> bool:
+        token: Sealed | Keep = KEEP
+        if not isinstance(changes.token, Keep):
+            token = await self._seal_one(token_id, FIELD_TOKEN, changes.token)
+        refresh: Sealed | Keep | None = None if changes.refresh_token is None else KEEP
+        if isinstance(changes.refresh_token, str):
+            refresh = await self._seal_one(token_id, FIELD_REFRESH_TOKEN, changes.refresh_token)
+        sealed = TokenChanges(token, refresh, changes.expires_at, changes.scopes)
+        async with self._store.session() as db:
+            return await db.update(token_id, sealed, runner_id=runner_id, subject_id=subject_id, audit=audit)
+
+    async def delete(
+        self, token_id: UUID, *, runner_id: UUID | None, subject_id: UUID | None, audit: AuditEvent
+    ) -> bool:
+        async with self._store.session() as db:
+            deleted = await db.delete(token_id, runner_id=runner_id, subject_id=subject_id, audit=audit)
+        if deleted:
+            self._sealer.forget(str(token_id))  # its cached data keys go with it
+        return deleted
+
+    async def read_secrets(self, read: SecretRead) -> tuple[TokenRecord, Secrets] | None:
+        found = await self._store.read_secrets(read)
+        if found is None:
+            return None
+        record, sealed = found
+        token = await self._open(record.id, FIELD_TOKEN, sealed.token)
+        refresh = ""
+        if sealed.refresh_token is not None:
+            refresh = await self._open(record.id, FIELD_REFRESH_TOKEN, sealed.refresh_token)
+        return record, Secrets(token, refresh)
+
+    async def audit(self, event: AuditEvent) -> None:
+        await self._store.audit(event)

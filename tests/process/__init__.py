@@ -1,0 +1,1 @@
+"""Tests of whole processes: the command, workers, signals, the embedded PostgreSQL, the bench."""

@@ -1,0 +1,146 @@
+"""The database out: every method on every wire answers unavailable (for the
+caller to retry), and the log gets a warning now and then, not a traceback
+per call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import asyncpg
+import pytest
+
+from hostauth.auth.jwt_verifier import JwtSettings, JwtVerifier
+from hostauth.core.cursor import CursorCodec
+from hostauth.core.service import HostAuthService
+from hostauth.crypto import Sealer
+from hostauth.errors import DATABASE_UNAVAILABLE
+from hostauth.runtime.embedded_pg import EmbeddedPostgres
+from hostauth.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key
+from hostauth.vault import EncryptedTokens
+from tests.support.db import create_database
+from tests.support.jwts import AUDIENCE, ISSUER, Issuer
+from tests.support.lifecycle import create, delete, get, get_value, list_page, update
+from tests.support.serving import serving
+from tests.support.wire import ConnectWire, GrpcWire, RpcError, Wire
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of this test's own, to stop (started on the main thread)."""
+    folder = Path(tempfile.mkdtemp(prefix="hostauth-outage-"))
+    folder.chmod(0o755)
+    pg = EmbeddedPostgres(folder / "pgdata", fsync=False)
+    pg.start()
+    yield pg
+    pg.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _served(
+    dsn: str, sealer: Sealer, jwt_issuer: Issuer, *, timeout_s: float = 10.0
+) -> AsyncIterator[list[Wire]]:
+    """The service on dsn, and a client on each wire."""
+    pool = await connect_pool(dsn, timeout_s=timeout_s)
+    core = HostAuthService(EncryptedTokens(TokenStore(pool), sealer), CursorCodec(await cursor_key(pool)))
+    # A JWT needs no database to check, so every call gets as far as the core.
+    jwt = JwtVerifier(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=jwt_issuer.jwks_file))
+    credential = jwt_issuer.token(uuid4(), "PRINCIPAL_SERVICE_ACCOUNT", scope="secrets:read")
+    try:
+        async with serving(core, ApiKeyStore(pool), dsn, jwt=jwt) as running:
+            wires: list[Wire] = [
+                GrpcWire(str(running.grpc), credential),
+                ConnectWire(running.http_url, "json", credential=credential),
+                ConnectWire(running.http_url, "proto", credential=credential),
+            ]
+            try:
+                yield wires
+            finally:
+                for wire in wires:
+                    await wire.close()  # type: ignore[attr-defined]
+    finally:
+        pool.terminate()
+
+
+async def _unavailable(wire: Wire, name: str, call: Callable[[Wire], Awaitable[object]]) -> None:
+    with pytest.raises(RpcError) as caught:
+        await call(wire)
+    answer = (caught.value.code, caught.value.message)
+    assert answer == ("unavailable", DATABASE_UNAVAILABLE), (wire.name, name)
+
+
+async def test_every_method_on_every_wire_answers_unavailable(
+    own_postgres: EmbeddedPostgres, sealer: Sealer, jwt_issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    pg = own_postgres
+    async with _served(await create_database(pg.dsn), sealer, jwt_issuer) as wires:
+        token_id = (await create(wires[0])).id
+        pg.stop()
+        calls: dict[str, Callable[[Wire], Awaitable[object]]] = {
+            "Create": create,
+            "Get": lambda w: get(w, token_id),
+            "List": lambda w: list_page(w, page_size=5),
+            "Update": lambda w: update(w, token_id, scopes=["x"]),
+            "Delete": lambda w: delete(w, token_id),
+            "GetValue": lambda w: get_value(w, token_id),
+        }
+        caplog.set_level(logging.INFO)
+        caplog.clear()
+        for wire in wires:
+            for name, call in calls.items():
+                await _unavailable(wire, name, call)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    warnings = [r.getMessage() for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert 1 <= len(warnings) <= 2  # 18 calls within a few seconds
+
+
+async def test_a_statement_held_up_past_the_timeout_answers_unavailable(
+    admin_dsn: str, sealer: Sealer, jwt_issuer: Issuer
+) -> None:
+    """A database that takes no calls but does not refuse them either (a
+    lock held, a stalled disk) failed nothing: calls waited for ever."""
+    dsn = await create_database(admin_dsn)
+    async with _served(dsn, sealer, jwt_issuer, timeout_s=0.5) as wires:
+        token_id = (await create(wires[0])).id
+        blocker = await asyncpg.connect(dsn)
+        try:
+            async with blocker.transaction():
+                await blocker.execute("LOCK TABLE host_authentication_tokens IN ACCESS EXCLUSIVE MODE")
+                calls: dict[str, Callable[[Wire], Awaitable[object]]] = {
+                    "Create": create,
+                    "Get": lambda w: get(w, token_id),
+                    "GetValue": lambda w: get_value(w, token_id),
+                }
+                for wire in wires:
+                    for name, call in calls.items():
+                        await _unavailable(wire, name, call)
+        finally:
+            await blocker.close()
+        for wire in wires:  # the cancelled statements left the pool's connections fit for use
+            assert (await get(wire, token_id)).id == token_id
+
+
+async def test_closing_a_pool_with_a_connection_never_given_back_ends_in_time(
+    database_dsn: str, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A leaked connection made the pool's close(), and so the process's
+    stop, wait for ever."""
+    leaky = await asyncpg.create_pool(database_dsn, min_size=1, max_size=2)
+    leaked = await leaky.acquire()
+    pid = leaked.get_server_pid()
+    assert not await close_pool(leaky, wait_s=0.3)
+    for _ in range(100):  # its backend goes once it sees the socket closed
+        if not await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+            break
+        await asyncio.sleep(0.05)
+    assert not await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
+    assert "database connections still in use after 0.3 s; closed them" in caplog.text
+    tidy = await asyncpg.create_pool(database_dsn, min_size=1, max_size=2)
+    assert await close_pool(tidy, wait_s=5)

@@ -1,0 +1,1 @@
+"""Helpers the tests share: wires, processes, databases, requests."""

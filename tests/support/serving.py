@@ -1,0 +1,50 @@
+"""The service in the test's own event loop, and credentials for it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from uuid import UUID
+
+from hostauth.auth.api_key_cache import CachedApiKeys
+from hostauth.auth.api_keys import hash_api_key, new_api_key
+from hostauth.auth.authenticator import Authenticator
+from hostauth.auth.jwt_verifier import JwtVerifier
+from hostauth.config import Address, Settings
+from hostauth.core.service import HostAuthService
+from hostauth.crypto.keyring import generate_keyring_json
+from hostauth.runtime.serve import NO_EXTRAS, Extras, Running, serve
+from hostauth.store import ApiKeyStore
+from tests.support.sensitive import remember
+
+TEST_KEYRING_JSON = generate_keyring_json("test-key-1")
+
+
+async def make_api_key(api_keys: ApiKeyStore, principal: int, subject_id: UUID, *grants: str) -> str:
+    key = remember(new_api_key())
+    await api_keys.create(hash_api_key(key), principal, subject_id, grants)
+    return key
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    core: HostAuthService,
+    api_keys: ApiKeyStore,
+    database_dsn: str,
+    *,
+    jwt: JwtVerifier | None = None,
+    extras: Extras = NO_EXTRAS,
+) -> AsyncIterator[Running]:
+    """Both transports in this process on free ports, as the server runs them."""
+    settings = Settings(
+        http_addr=Address("127.0.0.1", 0),
+        grpc_addr=Address("127.0.0.1", 0),
+        database_url=database_dsn,
+    )
+    cached_keys = CachedApiKeys(api_keys)  # as the server runs it: revocations must still bite
+    await cached_keys.start()
+    try:
+        async with serve(core, Authenticator(cached_keys, jwt), settings, extras=extras) as running:
+            yield running
+    finally:
+        await cached_keys.close()

@@ -1,0 +1,1 @@
+"""The fast tier: no PostgreSQL, no process; run first."""
