@@ -56,7 +56,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--rows", nargs="+", metavar="METHOD:TRANSPORT", help="only these rows (e.g. GetValue:connect-proto)"
+    )
     args = parser.parse_args()
+    rows = [tuple(r.split(":", 1)) for r in args.rows] if args.rows else list(ROWS)
     other = args.against.resolve()
     ensure_tools()
     keyring = generate_keyring_json("bench-1")
@@ -82,12 +86,12 @@ def main() -> None:
             seed(this, fixture)
             sides = {"this": this, "that": that}
             for svc in sides.values():  # warm-up, not counted
-                for method, transport in ROWS:
+                for method, transport in rows:
                     run_once(svc, fixture, method, transport, args.clients, 0.3, warm_up=False)
             rates: dict[tuple[str, str, str], list[float]] = {}
             for r in range(args.rounds):
                 order = ("this", "that") if r % 2 == 0 else ("that", "this")
-                for method, transport in ROWS:
+                for method, transport in rows:
                     for side in order:
                         asyncio.run(settle(fixture.dsn))
                         result = run_once(
@@ -103,7 +107,7 @@ def main() -> None:
         )
         header = f"{'method':8} {'transport':14} {'this req/s':>10} {'that req/s':>10}"
         print(f"{header}  ratio (median of pairs; range)")
-        for method, transport in ROWS:
+        for method, transport in rows:
             mine, theirs = rates[(method, transport, "this")], rates[(method, transport, "that")]
             pairs = [a / max(b, 1e-9) for a, b in zip(mine, theirs, strict=True)]
             print(

@@ -51,26 +51,10 @@ def grpc_echo_handler() -> grpc.GenericRpcHandler[Any, Any]:
     return grpc.method_handlers_generic_handler(SERVICE, {"Echo": handler})
 
 
-class WithEcho:
-    """The service's Connect app, with the echo's path served beside it."""
-
-    __slots__ = ("_echo", "_inner")
-
-    def __init__(self, inner: Any, max_message_bytes: int) -> None:
-        self._inner = inner
-        self._echo = connect_echo_app(max_message_bytes)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PATH_PREFIX):
-            await self._echo(scope, receive, send)
-        else:
-            await self._inner(scope, receive, send)
-
-
 def echo_extras(http_server: HttpServer = serve_granian) -> Extras:
     """What the bench adds to the service: the echo on both ports."""
     return Extras(
-        wrap_connect=lambda app, max_bytes: WithEcho(app, max_bytes),
+        connect_routes=((PATH_PREFIX, connect_echo_app),),
         grpc_handlers=(grpc_echo_handler(),),
         http_server=http_server,
     )

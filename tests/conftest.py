@@ -166,3 +166,9 @@ def wire(request: pytest.FixtureRequest, wires: dict[str, Wire]) -> Wire:
 def read_wire(request: pytest.FixtureRequest, wires: dict[str, Wire]) -> Wire:
     """The three wires plus Connect GET, for cases that read with Get or List."""
     return wires[request.param]
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    """Where a test's server processes write their logs."""
+    return tmp_path

@@ -50,13 +50,6 @@ class EncryptedTokens:
             refresh_token=await self._seal_one(token_id, FIELD_REFRESH_TOKEN, refresh) if refresh else None,
         )
 
-    async def _open(self, token_id: UUID, field: str, sealed: Sealed) -> str:
-        try:
-            plain = await self._sealer.open(sealed.ciphertext, SecretContext(str(token_id), field))
-        except DecryptionError as exc:
-            raise UnreadableSecret(token_id, field, exc.reason) from None
-        return plain.decode()
-
     async def insert(self, record: TokenRecord, secrets: Secrets, audit: AuditEvent) -> bool:
         sealed = await self._seal(record.id, secrets)
         return await self._store.insert(NewToken(record, sealed, audit))
@@ -114,10 +107,19 @@ class EncryptedTokens:
         if found is None:
             return None
         record, sealed = found
-        token = await self._open(record.id, FIELD_TOKEN, sealed.token)
-        refresh = ""
-        if sealed.refresh_token is not None:
-            refresh = await self._open(record.id, FIELD_REFRESH_TOKEN, sealed.refresh_token)
+        token_id = str(record.id)
+        field = FIELD_TOKEN
+        try:
+            token = (
+                await self._sealer.open(sealed.token.ciphertext, SecretContext(token_id, field))
+            ).decode()
+            refresh = ""
+            if sealed.refresh_token is not None:
+                field = FIELD_REFRESH_TOKEN
+                context = SecretContext(token_id, field)
+                refresh = (await self._sealer.open(sealed.refresh_token.ciphertext, context)).decode()
+        except DecryptionError as exc:
+            raise UnreadableSecret(record.id, field, exc.reason) from None
         return record, Secrets(token, refresh)
 
     async def audit(self, event: AuditEvent) -> None:

@@ -41,8 +41,9 @@ class Extras:
     its echo method on both ports and may put another HTTP server under
     Connect (bench/server.py). The product runs with none."""
 
-    # The Connect app and the request size limit -> the app to serve.
-    wrap_connect: Callable[[Any, int], Any] | None = None
+    # Connect paths served by an app of their own, checked before the
+    # service's: (path prefix, the request size limit -> ASGI app).
+    connect_routes: tuple[tuple[str, Callable[[int], Any]], ...] = ()
     grpc_handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = ()
     http_server: HttpServer = serve_granian
 
@@ -126,9 +127,9 @@ async def serve(
     # (tests) resolves to a known port before anyone connects.
     sock = bind_http(settings.http_addr, reuse_port=reuse_port)
     http_port = sock.getsockname()[1]
-    app: Any = build_connect_app(core, auth, max_message_bytes=settings.max_message_bytes)
-    if extras.wrap_connect is not None:
-        app = extras.wrap_connect(app, settings.max_message_bytes)
+    limit = settings.max_message_bytes
+    routes = tuple((prefix, make(limit)) for prefix, make in extras.connect_routes)
+    app = build_connect_app(core, auth, max_message_bytes=limit, routes=routes)
     await grpc_server.server.start()
     # grpc's threads have started and keep the normal policy; this thread (the
     # event loop) and the HTTP server's, started from here on, share one core

@@ -107,17 +107,27 @@ class ConnectRunnerConfiguration:
 
 
 class ConnectApp:
-    """The ASGI app: the generated Connect application, plus List's query."""
+    """The ASGI app: the generated Connect application, plus List's query,
+    and any routes of an embedding program's own (the benchmark's echo),
+    checked in the same step rather than by an app wrapped around this one."""
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_inner", "_routes")
 
-    def __init__(self, inner: RunnerConfigurationServiceASGIApplication) -> None:
+    def __init__(
+        self, inner: RunnerConfigurationServiceASGIApplication, routes: tuple[tuple[str, Any], ...] = ()
+    ) -> None:
         self._inner = inner
+        self._routes = routes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self._inner(scope, receive, send)
             return
+        if self._routes:
+            for prefix, app in self._routes:
+                if scope["path"].startswith(prefix):
+                    await app(scope, receive, send)
+                    return
         receive = _QuietAfterBody(receive)
         if not all(value.isascii() for _, value in scope["headers"]):
             scope = _with_utf8_headers(scope)
@@ -173,11 +183,18 @@ class _QuietAfterBody:
         return message
 
 
-def build_connect_app(core: HostAuthService, auth: Authenticator, *, max_message_bytes: int) -> ConnectApp:
+def build_connect_app(
+    core: HostAuthService,
+    auth: Authenticator,
+    *,
+    max_message_bytes: int,
+    routes: tuple[tuple[str, Any], ...] = (),
+) -> ConnectApp:
     return ConnectApp(
         RunnerConfigurationServiceASGIApplication(
             ConnectRunnerConfiguration(core, auth),
             read_max_bytes=max_message_bytes,
             codecs=connect_codecs(),
-        )
+        ),
+        routes,
     )
