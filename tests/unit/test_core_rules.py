@@ -13,7 +13,7 @@ from gitpod.v1 import identity_pb2 as ids
 from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.auth.caller import Call, Caller
 from hostauth.core.cursor import CursorCodec
-from hostauth.core.model import SecretRead, Secrets, TokenRecord, UnreadableSecret
+from hostauth.core.model import SecretRead, Secrets, TokenChanges, TokenRecord, UnreadableSecret
 from hostauth.core.policy import READ_SECRETS
 from hostauth.core.service import HostAuthService
 from hostauth.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied
@@ -185,3 +185,12 @@ async def test_list_pages_once_through_every_token_and_a_cursor_keeps_its_filter
     with pytest.raises(InvalidArgument) as caught:
         await core.list_host_authentication_tokens(request, ADMIN)
     assert "pagination.token" in caught.value.message
+
+
+def test_the_models_that_carry_secrets_never_show_them() -> None:
+    secrets = Secrets("gho_" + "s" * 20, "ghr_" + "r" * 20)
+    changes: TokenChanges[str] = TokenChanges(token=secrets.token, refresh_token=secrets.refresh_token)
+    for shown in (repr(secrets), str(secrets), repr(changes), str(changes)):
+        assert secrets.token not in shown
+        assert secrets.refresh_token not in shown
+    assert repr(changes) == "TokenChanges(token, refresh_token)"
