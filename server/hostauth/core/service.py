@@ -1,7 +1,9 @@
 """The service core: the six methods of RunnerConfigurationService.
 
-Transport-free: it takes and returns protobuf messages and raises
-hostauth.errors; the gRPC and Connect adapters only translate.
+Transport-free and cipher-free: it takes and returns protobuf messages,
+raises hostauth.errors, and stores plaintext through one TokenVault
+(core/port.py); the adapters above it only translate, the vault below it
+(vault.py) encrypts.
 """
 
 from __future__ import annotations
