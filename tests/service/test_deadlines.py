@@ -82,6 +82,11 @@ async def _stuck_until_the_deadline(wire: Wire, database_dsn: str, method: str) 
             # server's deadline can end this call in time.
             await asyncio.wait_for(wire.call(method, request, response_type, timeout_s=DEADLINE_S), 10)
         waited = asyncio.get_running_loop().time() - started
+        # The server learns of the deadline a moment after the client does
+        # (grpc.aio delivers the cancel on its own thread); the lock is held
+        # that long more, so that a write the server fails to call off would
+        # commit once it is released, rather than the release racing the cancel.
+        await asyncio.sleep(0.5)
     finally:
         await locker.close()  # ends the locking transaction
     assert raised.value.code == "deadline_exceeded", raised.value
