@@ -15,6 +15,7 @@ from hostauth.core.service import HostAuthService
 from hostauth.crypto.keyring import generate_keyring_json
 from hostauth.runtime.serve import NO_EXTRAS, Extras, Running, serve
 from hostauth.store import ApiKeyStore
+from hostauth.transport.calls import Calls
 from tests.support.sensitive import remember
 
 TEST_KEYRING_JSON = generate_keyring_json("test-key-1")
@@ -44,7 +45,8 @@ async def serving(
     cached_keys = CachedApiKeys(api_keys)  # as the server runs it: revocations must still bite
     await cached_keys.start()
     try:
-        async with serve(core, Authenticator(cached_keys, jwt), settings, extras=extras) as running:
+        calls = Calls(settings.db_timeout_s, core, Authenticator(cached_keys, jwt))
+        async with serve(calls, settings, extras=extras) as running:
             yield running
     finally:
         await cached_keys.close()

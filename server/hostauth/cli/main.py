@@ -82,13 +82,13 @@ def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: s
             if run is not None:
                 asyncio.run(run(args, dsn))
             elif args.worker:
-                asyncio.run(run_server(settings, dsn, worker=True, extras=extras))
+                return asyncio.run(run_server(settings, dsn, worker=True, extras=extras))
             elif (workers := args.workers or settings.workers) > 1:
                 ensure_ports_free(settings.http_addr, settings.grpc_addr)
                 asyncio.run(prepare(settings, dsn))
                 return supervise(dataclasses.replace(settings, workers=workers), dsn, module=module)
             else:  # one process: all the batches in flight are its own
-                asyncio.run(run_server(dataclasses.replace(settings, workers=1), dsn, extras=extras))
+                return asyncio.run(run_server(dataclasses.replace(settings, workers=1), dsn, extras=extras))
     except TimeoutError:  # an OSError, with no message of its own
         print(
             f"hostauth: the database did not answer within {settings.db_timeout_s:g} s"

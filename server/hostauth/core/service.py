@@ -43,9 +43,11 @@ from hostauth.errors import (
     ServiceError,
     Unavailable,
 )
+from hostauth.log_repeats import Repeats
 from hostauth.store.outage import is_outage
 
 log = logging.getLogger(__name__)
+_failures = Repeats(log)
 
 T = TypeVar("T")
 
@@ -162,12 +164,7 @@ class HostAuthService:
         try:
             await self._store.audit(self._event(call, action, token_id, outcome))
         except Exception as audit_exc:  # noqa: BLE001 # the caller gets the first error
-            log.error(
-                "request %s: audit of refused %s failed: %s",
-                call.request_id,
-                action.value,
-                type(audit_exc).__name__,
-            )
+            _failures.log("audit of a refused %s failed: %s", action.value, type(audit_exc).__name__)
 
     async def _audited(self, call: Call, action: Action, token_id: UUID | None, work: Awaitable[T]) -> T:
         """Run a write or secret read; a refusal of it is recorded too (its
@@ -376,7 +373,7 @@ class HostAuthService:
         except Exception as exc:  # whatever failed, no secret leaves
             if is_outage(exc):
                 raise Unavailable(DATABASE_UNAVAILABLE) from exc
-            log.error("request %s: GetValue read failed: %s", call.request_id, type(exc).__name__)
+            _failures.log("GetValue read failed: %s", type(exc).__name__, exc_info=exc)
             raise Internal("the read could not be recorded, so no secret is returned") from None
         if found is None:
             raise not_found(token_id)

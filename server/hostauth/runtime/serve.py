@@ -12,12 +12,11 @@ from typing import Any
 
 import grpc
 
-from hostauth.auth.authenticator import Authenticator
 from hostauth.config import Address, Settings
-from hostauth.core.service import HostAuthService
 from hostauth.runtime.tuning import schedule_as_batch, shares_one_core
+from hostauth.transport.calls import Calls
 from hostauth.transport.connect import build_connect_app
-from hostauth.transport.grpc import build_grpc_server
+from hostauth.transport.grpc import GrpcServer, build_grpc_server
 from hostauth.transport.http_server import SHUTDOWN_GRACE_S, HttpServer, serve_granian
 
 log = logging.getLogger(__name__)
@@ -29,6 +28,11 @@ class Running:
 
     http: Address
     grpc: Address
+    grpc_server: GrpcServer
+
+    async def mark_serving(self) -> None:
+        """gRPC health says SERVING (once the calls are ready)."""
+        await self.grpc_server.mark_serving()
 
     @property
     def http_url(self) -> str:
@@ -70,6 +74,9 @@ def bind_http(addr: Address, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+# What a stop keeps of its grace for the answers of the calls it ends to go out.
+_ANSWER_S = 0.5
+
 # Where to knock when the server listens on every address.
 _LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104
 
@@ -103,16 +110,14 @@ async def _until_accepting(
 
 @contextlib.asynccontextmanager
 async def serve(
-    core: HostAuthService,
-    auth: Authenticator,
+    calls: Calls,
     settings: Settings,
     *,
     reuse_port: bool = False,
     extras: Extras = NO_EXTRAS,
 ) -> AsyncIterator[Running]:
     grpc_server = build_grpc_server(
-        core,
-        auth,
+        calls,
         max_message_bytes=settings.max_message_bytes,
         reuse_port=reuse_port,
         extra_handlers=extras.grpc_handlers,
@@ -129,7 +134,7 @@ async def serve(
     http_port = sock.getsockname()[1]
     limit = settings.max_message_bytes
     routes = tuple((prefix, make(limit)) for prefix, make in extras.connect_routes)
-    app = build_connect_app(core, auth, max_message_bytes=limit, routes=routes)
+    app = build_connect_app(calls, max_message_bytes=limit, routes=routes)
     await grpc_server.server.start()
     # grpc's threads have started and keep the normal policy; this thread (the
     # event loop) and the HTTP server's, started from here on, share one core
@@ -140,11 +145,26 @@ async def serve(
     http_task = asyncio.create_task(extras.http_server(app, sock, stop))
     try:
         await _until_accepting(settings.http_addr, http_port, http_task)
-        await grpc_server.mark_serving()
+        if calls.ready:
+            await grpc_server.mark_serving()
         yield Running(
-            Address(settings.http_addr.host, http_port), Address(settings.grpc_addr.host, grpc_port)
+            Address(settings.http_addr.host, http_port),
+            Address(settings.grpc_addr.host, grpc_port),
+            grpc_server,
         )
     finally:
+        await grpc_server.mark_not_serving()
+        # New calls are refused (unavailable) from here; the ones in flight
+        # have the grace, less the moment their answers take to go out, and
+        # are then ended (unavailable) before either server cuts them off.
+        draining = asyncio.create_task(calls.drain(SHUTDOWN_GRACE_S - _ANSWER_S))
         stop.set()
         await grpc_server.server.stop(grace=SHUTDOWN_GRACE_S)
+        ended = await draining
+        if ended:
+            log.warning(
+                "%d call(s) still in flight after the %g s grace: answered unavailable",
+                ended,
+                SHUTDOWN_GRACE_S,
+            )
         await http_task

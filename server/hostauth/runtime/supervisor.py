@@ -26,8 +26,12 @@ from collections.abc import Callable, Mapping
 from hostauth.config import Address, Settings
 from hostauth.keys.loading import DEV_KEYRING_NAME
 from hostauth.runtime.embedded_pg import die_with_parent
+from hostauth.runtime.worker import EXIT_ENDED_CALLS
 
 log = logging.getLogger(__name__)
+
+# A worker's stop takes its grace, then a moment to close its pool.
+STOP_WAIT_S = 10.0
 
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
@@ -97,7 +101,9 @@ class _Restarts:
 
 def supervise(settings: Settings, dsn: str, *, module: str = "hostauth") -> int:
     """Run `settings.workers` workers (`python -m <module> serve --worker`) until
-    SIGTERM or SIGINT, or until they die too often; the exit status."""
+    SIGTERM or SIGINT, or until they die too often; the exit status: 1 when
+    they died too often, EXIT_ENDED_CALLS when the stop had to end calls or
+    kill a worker."""
     # The workers learn how many they are (serve --workers may differ from the
     # environment): each takes its share of the database's batches.
     env = {**os.environ, "DATABASE_URL": dsn, "HOSTAUTH_WORKERS": str(settings.workers)}
@@ -138,12 +144,16 @@ def supervise(settings: Settings, dsn: str, *, module: str = "hostauth") -> int:
     for child in children:
         if child.poll() is None:
             child.terminate()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + STOP_WAIT_S
     for child in children:
         try:
-            child.wait(max(0.1, deadline - time.monotonic()))
+            status = child.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("worker %d did not stop within 10 s of being asked: killed", child.pid)
+            log.warning("worker %d did not stop within %g s of being asked: killed", child.pid, STOP_WAIT_S)
             child.kill()
             child.wait()
+            code = code or EXIT_ENDED_CALLS
+            continue
+        if status == EXIT_ENDED_CALLS:
+            code = code or EXIT_ENDED_CALLS
     return code

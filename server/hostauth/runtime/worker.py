@@ -1,12 +1,24 @@
 """One serving process: its database pool, keys and heartbeat, the API key
-cache, the core, and both transports until SIGTERM or SIGINT."""
+cache, the core, and both transports until SIGTERM or SIGINT.
+
+A worker of the supervisor serves as soon as its ports are bound: while the
+database is out it answers `unavailable` (gRPC health NOT_SERVING) and
+builds its core in the background, retrying, so a worker replaced during an
+outage recovers with the database instead of dying at start. A start of the
+whole service (one process, or the supervisor's preparation) against a
+database that is not there stops with one line instead.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
+from dataclasses import dataclass, field
+
+import asyncpg
 
 from hostauth.auth.api_key_cache import CachedApiKeys
 from hostauth.auth.authenticator import Authenticator
@@ -15,18 +27,26 @@ from hostauth.config import Settings
 from hostauth.core.cursor import CursorCodec
 from hostauth.core.service import HostAuthService
 from hostauth.crypto import Sealer
+from hostauth.crypto.keyring import KeyProviders
 from hostauth.keys.loading import load_keys
 from hostauth.keys.registry import Heartbeat, register_and_check
 from hostauth.runtime.database import admin_pool
 from hostauth.runtime.dev import ensure_dev_api_key
-from hostauth.runtime.serve import NO_EXTRAS, Extras, serve
+from hostauth.runtime.serve import NO_EXTRAS, Extras, Running, serve
 from hostauth.runtime.tuning import freeze_startup_heap
-from hostauth.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key
+from hostauth.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key, is_outage
 from hostauth.store.coalesce import batches_in_flight_per_worker
 from hostauth.store.encryption_keys import KeyStore
+from hostauth.transport.calls import Calls
 from hostauth.vault import EncryptedTokens
 
 log = logging.getLogger("hostauth")
+
+# Between attempts to build the core while the database is out; the last repeats.
+_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+# Exit statuses: a stop that had to end calls still in flight after its grace.
+EXIT_ENDED_CALLS = 3
 
 
 async def prepare(settings: Settings, dsn: str) -> None:
@@ -42,55 +62,129 @@ async def prepare(settings: Settings, dsn: str) -> None:
         await pool.close()
 
 
-async def run_server(
-    settings: Settings, dsn: str, *, worker: bool = False, extras: Extras = NO_EXTRAS
-) -> None:
-    keys = load_keys(settings)
-    jwt = JwtVerifier(settings.jwt) if settings.jwt else None
-    pool = await connect_pool(
-        dsn,
-        min_size=min(2, settings.db_pool_size),
-        max_size=settings.db_pool_size,
-        timeout_s=settings.db_timeout_s,
-    )
+@dataclass
+class _Core:
+    """What a worker builds on the database, and closes at its end."""
+
+    settings: Settings
+    dsn: str
+    keys: KeyProviders
+    migrate: bool
+    pool: asyncpg.Pool | None = None
     heartbeat: asyncio.Task[None] | None = None
     cached_keys: CachedApiKeys | None = None
-    try:
+    batches: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batches = batches_in_flight_per_worker(self.settings.workers)
+
+    async def build(self, jwt: JwtVerifier | None, *, dev_key: bool) -> tuple[HostAuthService, Authenticator]:
+        settings = self.settings
+        self.pool = pool = await connect_pool(
+            self.dsn,
+            min_size=min(2, settings.db_pool_size),
+            max_size=settings.db_pool_size,
+            timeout_s=settings.db_timeout_s,
+            migrate=self.migrate,
+        )
         key_store = KeyStore(pool)
-        sealer = Sealer(keys, await register_and_check(keys, key_store))
+        sealer = Sealer(self.keys, await register_and_check(self.keys, key_store))
         beat = Heartbeat(key_store, sealer, settings.heartbeat_s)
         await beat.start()
-        heartbeat = asyncio.create_task(beat.run())
+        self.heartbeat = asyncio.create_task(beat.run())
         api_keys = ApiKeyStore(pool)
-        if settings.dev and not worker:
+        if dev_key:
             await ensure_dev_api_key(settings, api_keys)
-        cached_keys = CachedApiKeys(api_keys)
-        await cached_keys.start()
-        batches = batches_in_flight_per_worker(settings.workers)
-        store = TokenStore(pool, batches_in_flight=batches)
+        self.cached_keys = CachedApiKeys(api_keys)
+        await self.cached_keys.start()
+        store = TokenStore(pool, batches_in_flight=self.batches)
         core = HostAuthService(EncryptedTokens(store, sealer), CursorCodec(await cursor_key(pool)))
+        return core, Authenticator(self.cached_keys, jwt)
+
+    async def build_when_reachable(self, jwt: JwtVerifier | None, calls: Calls, running: Running) -> None:
+        """Build, retrying while the database is out; then the calls are ready."""
+        for attempt in itertools.count(1):
+            try:
+                core, auth = await self.build(jwt, dev_key=False)
+            except Exception as exc:
+                await self.close()
+                if not is_outage(exc):
+                    raise
+                if attempt == 1:
+                    log.warning(
+                        "the database is unavailable (%s): serving unavailable until it is back",
+                        type(exc).__name__,
+                    )
+                await asyncio.sleep(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
+                continue
+            calls.start(core, auth)
+            await running.mark_serving()
+            log.info("the database is back: serving")
+            return
+
+    async def close(self) -> None:
+        # The revocation watch holds a pooled connection: closing the pool
+        # would wait for it forever (say, when a port could not be bound).
+        if self.cached_keys is not None:
+            await self.cached_keys.close()
+            self.cached_keys = None
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.heartbeat
+            self.heartbeat = None
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            await close_pool(pool)
+
+
+async def run_server(
+    settings: Settings, dsn: str, *, worker: bool = False, extras: Extras = NO_EXTRAS
+) -> int:
+    """Serve until SIGTERM or SIGINT; the exit status (EXIT_ENDED_CALLS when
+    the stop had to end calls)."""
+    keys = load_keys(settings)
+    jwt = JwtVerifier(settings.jwt) if settings.jwt else None
+    parts = _Core(settings, dsn, keys, migrate=not worker)  # the supervisor migrated
+    calls = Calls(settings.db_timeout_s)
+    starting: asyncio.Task[None] | None = None
+    try:
+        if not worker:  # the whole service starting: a database not there stops it
+            calls.start(*await parts.build(jwt, dev_key=settings.dev))
+        else:  # a worker (a replacement, say) the database is out for serves all the same
+            try:
+                calls.start(*await parts.build(jwt, dev_key=False))
+            except Exception as exc:
+                await parts.close()
+                if not is_outage(exc):
+                    raise
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        auth = Authenticator(cached_keys, jwt)
-        async with serve(core, auth, settings, reuse_port=worker, extras=extras) as running:
+        async with serve(calls, settings, reuse_port=worker, extras=extras) as running:
+            if not calls.ready:
+                starting = asyncio.create_task(parts.build_when_reachable(jwt, calls, running))
             freeze_startup_heap()
             log.info(
                 "serving Connect on %s and gRPC on %s; database batches of a kind in flight: %d",
                 running.http_url,
                 running.grpc,
-                batches,
+                parts.batches,
             )
-            await stop.wait()
+            waiting = asyncio.create_task(stop.wait())
+            tasks: set[asyncio.Task[object]] = {waiting}
+            if starting is not None:
+                tasks.add(starting)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if starting is not None and starting.done() and not waiting.done():
+                starting.result()  # a start that failed for another reason than an outage
+                await waiting
             log.info("shutting down")
     finally:
-        # The revocation watch holds a pooled connection: closing the pool
-        # would wait for it forever (say, when a port could not be bound).
-        if cached_keys is not None:
-            await cached_keys.close()
-        if heartbeat is not None:
-            heartbeat.cancel()
+        if starting is not None and not starting.done():
+            starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-        await close_pool(pool)
+                await starting
+        await parts.close()
+    return EXIT_ENDED_CALLS if calls.ended else 0

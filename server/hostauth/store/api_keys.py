@@ -10,6 +10,8 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from hostauth.store.pooled import drop, pooled
+
 
 @dataclass(frozen=True, slots=True)
 class ApiKeyRow:
@@ -38,12 +40,6 @@ def _row(row: asyncpg.Record) -> ApiKeyRow:
     )
 
 
-def _drop(conn: asyncpg.pool.PoolConnectionProxy) -> None:
-    """Close a pooled connection at once; its pool slot becomes free."""
-    with contextlib.suppress(asyncpg.InterfaceError):  # the pool took a lost one back itself
-        conn.terminate()
-
-
 class ApiKeyStore:
     __slots__ = ("_pool",)
 
@@ -51,7 +47,7 @@ class ApiKeyStore:
         self._pool = pool
 
     async def find_active(self, key_hash: bytes) -> ApiKeyRow | None:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             row = await conn.fetchrow(
                 f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",  # noqa: S608
                 key_hash,
@@ -67,7 +63,7 @@ class ApiKeyStore:
         description: str = "",
     ) -> UUID:
         """Store a key's hash; an already stored hash keeps its row (and id)."""
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             found: UUID = await conn.fetchval(
                 """INSERT INTO api_keys (id, key_hash, principal, subject_id, grants, description)
                    VALUES ($1, $2, $3, $4, $5, $6)
@@ -85,7 +81,7 @@ class ApiKeyStore:
     async def revoke(self, key_id: UUID) -> bool:
         """Revoke a key and tell every server (NOTIFY, sent on commit) to
         forget what it cached."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with pooled(self._pool) as conn, conn.transaction():
             status: str = await conn.execute(
                 "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id
             )
@@ -108,7 +104,7 @@ class ApiKeyStore:
         try:
             await conn.add_listener(REVOCATIONS, notified)
         except BaseException:  # a dead connection from the pool, or cancelled
-            _drop(conn)
+            drop(conn)
             raise
         conn.add_termination_listener(terminated)
 
@@ -121,11 +117,11 @@ class ApiKeyStore:
             except Exception:  # noqa: BLE001 # lost, or being lost: asyncpg's errors then vary
                 # The pool must get its slot back whatever state the
                 # connection is in, or its close() waits for ever.
-                _drop(conn)
+                drop(conn)
 
         return stop
 
     async def list(self) -> list[ApiKeyRow]:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             rows = await conn.fetch(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")  # noqa: S608
         return [_row(r) for r in rows]

@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from hostauth.core.model import AuditEvent
+from hostauth.store.pooled import pooled
 
 if TYPE_CHECKING:
     from hostauth.store.connection import Connection
@@ -84,7 +85,7 @@ async def list_audit(
         "SELECT at, request_id, method, token_id, principal, subject_id, credential_id, outcome "  # noqa: S608
         f"FROM audit_events WHERE {' AND '.join(where) or 'TRUE'} ORDER BY at, id LIMIT ${len(params)}"
     )
-    async with pool.acquire() as conn:
+    async with pooled(pool) as conn:
         rows = await conn.fetch(sql, *params)
     return [
         AuditRow(

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
+from hostauth.store.pooled import pooled
 from hostauth.store.token_rows import Ciphertext
 
 if TYPE_CHECKING:
@@ -110,26 +111,26 @@ class KeyStore:
     async def locked(self) -> AsyncIterator[KeyTx]:
         """A transaction that holds the key-state lock: registrations,
         rotations and retirements happen one at a time across processes."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with pooled(self._pool) as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", KEY_STATE_LOCK)
             yield KeyTx(conn)
 
     async def keys(self) -> list[KeyRow]:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             return _key_rows(await conn.fetch(_KEYS))
 
     async def live_replicas(self, within: timedelta) -> list[ReplicaRow]:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             return _replica_rows(await conn.fetch(_LIVE, within))
 
     async def primary(self) -> str | None:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             found: str | None = await conn.fetchval("SELECT id FROM encryption_keys WHERE state = 'primary'")
         return found
 
     async def keys_in_use(self) -> dict[str, int]:
         """Rows (ciphertexts) per key id, as the token table has them."""
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             rows = await conn.fetch(
                 """SELECT kek, count(*) AS n FROM (
                        SELECT token_kek_id AS kek FROM host_authentication_tokens
@@ -141,7 +142,7 @@ class KeyStore:
         return {r["kek"]: r["n"] for r in rows}
 
     async def heartbeat(self, replica: ReplicaRow) -> None:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             await conn.execute(
                 """INSERT INTO replicas (id, key_ids, primary_key_id) VALUES ($1, $2, $3)
                    ON CONFLICT (id) DO UPDATE SET key_ids = $2, primary_key_id = $3, heartbeat_at = now()""",
@@ -153,19 +154,19 @@ class KeyStore:
     async def forget_silent_replicas(self, silent_for: timedelta) -> int:
         """Drop the rows of replicas not heard from for this long (killed ones
         never leave); a live one's next beat would put its row back."""
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             done = await conn.execute(
                 "DELETE FROM replicas WHERE heartbeat_at < now() - $1::interval", silent_for
             )
         return int(done.split()[-1])
 
     async def leave(self, replica_id: UUID) -> None:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             await conn.execute("DELETE FROM replicas WHERE id = $1", replica_id)
 
     async def rewrap_batch(self, primary: str, after: UUID | None, limit: int) -> list[RewrapRow]:
         """The next rows (by id) with a ciphertext under a key other than `primary`."""
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             rows = await conn.fetch(
                 """SELECT id, generation, token_ciphertext, token_kek_id,
                           refresh_token_ciphertext, refresh_token_kek_id
@@ -190,7 +191,7 @@ class KeyStore:
         ]
 
     async def count_not_under(self, primary: str) -> int:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             count: int = await conn.fetchval(
                 """SELECT count(*) FROM host_authentication_tokens
                    WHERE token_kek_id <> $1 OR refresh_token_kek_id <> $1""",
@@ -204,7 +205,7 @@ class KeyStore:
         """Write re-wrapped ciphertexts in one statement (one transaction); a
         row whose generation moved on (a client wrote it meanwhile) is left
         alone. Returns the rows written."""
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             written: int = await conn.fetchval(
                 """WITH new AS (
                        SELECT * FROM unnest(

@@ -6,12 +6,14 @@ import os
 
 import asyncpg
 
+from hostauth.store.pooled import pooled
+
 CURSOR_KEY = "list-cursor-hmac"
 
 
 async def cursor_key(pool: asyncpg.Pool) -> bytes:
     """The key that authenticates List cursors, made by the first replica."""
-    async with pool.acquire() as conn:
+    async with pooled(pool) as conn:
         await conn.execute(
             "INSERT INTO service_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
             CURSOR_KEY,

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from hostauth.core.model import (
     KEEP,
@@ -26,6 +25,7 @@ from hostauth.core.model import (
 )
 from hostauth.store.audit import insert_audit, insert_audits
 from hostauth.store.coalesce import SERVICE_BATCHES_IN_FLIGHT, Coalescer
+from hostauth.store.pooled import pooled
 from hostauth.store.token_batches import get_many, insert_many, read_many
 from hostauth.store.token_rows import (
     COLUMNS,
@@ -242,7 +242,7 @@ class TokenStore:
         return await self._gets.submit(token_id)
 
     async def _get_many(self, ids: Sequence[UUID]) -> list[TokenRecord | BaseException | None]:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             found = await get_many(conn, ids)
         return [found.get(token_id) for token_id in ids]
 
@@ -253,7 +253,7 @@ class TokenStore:
         return await self._reads.submit(read)
 
     async def _read_many(self, reads: Sequence[SecretRead]) -> list[Found | BaseException]:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             try:
                 return list(await read_many(conn, reads))
             except asyncpg.PostgresError:
@@ -268,7 +268,7 @@ class TokenStore:
         await self._audits.submit(event)
 
     async def _audit_many(self, events: Sequence[AuditEvent]) -> list[BaseException | None]:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             try:
                 await insert_audits(conn, events)
             except asyncpg.PostgresError:
@@ -283,7 +283,7 @@ class TokenStore:
         return await self._inserts.submit(row)
 
     async def _insert_many(self, rows: Sequence[NewToken]) -> list[bool | BaseException]:
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             if len(rows) == 1:
                 return [await TokenSession(conn).insert(rows[0].record, rows[0].secrets, rows[0].audit)]
             try:
@@ -299,22 +299,12 @@ class TokenStore:
         return _PooledSession(self._pool)
 
 
-class _PooledSession:
+class _PooledSession(pooled):
     """`async with store.session() as db`: a TokenSession on one pooled
-    connection. A plain class: a generator-based context manager costs a few
-    per cent of a cheap request."""
+    connection (closed instead of reused after an error that leaves it in
+    an unknown state)."""
 
-    __slots__ = ("_conn", "_pool")
+    __slots__ = ()
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-        self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
-
-    async def __aenter__(self) -> TokenSession:
-        self._conn = await self._pool.acquire()
-        return TokenSession(self._conn)
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await self._pool.release(conn)
+    async def __aenter__(self) -> TokenSession:  # type: ignore[override]
+        return TokenSession(await super().__aenter__())

@@ -16,11 +16,11 @@ from connectrpc.request import RequestContext
 
 from gitpod.v1 import runner_configuration_pb2 as pb
 from gitpod.v1.runner_configuration_connect import RunnerConfigurationServiceASGIApplication
-from hostauth.auth.authenticator import Authenticator, request_id_from
+from hostauth.auth.authenticator import request_id_from
 from hostauth.auth.caller import Call
 from hostauth.core.service import HostAuthService
 from hostauth.errors import FieldViolation, InvalidArgument
-from hostauth.transport.calls import CoreMethod, Refused, answer
+from hostauth.transport.calls import Calls, CoreMethod, Refused
 from hostauth.transport.codecs import connect_codecs
 from hostauth.transport.status import STATUS
 
@@ -47,22 +47,30 @@ def apply_list_query(request: pb.ListHostAuthenticationTokensRequest, query: dic
             ) from None
 
 
+async def _list(
+    core: HostAuthService, request: pb.ListHostAuthenticationTokensRequest, call: Call
+) -> pb.ListHostAuthenticationTokensResponse:
+    query = _list_query.get()
+    if query:
+        apply_list_query(request, query)
+    return await core.list_host_authentication_tokens(request, call)
+
+
 class ConnectRunnerConfiguration:
     """Implements the generated RunnerConfigurationService protocol."""
 
-    __slots__ = ("_auth", "_core")
+    __slots__ = ("_calls",)
 
-    def __init__(self, core: HostAuthService, auth: Authenticator) -> None:
-        self._core = core
-        self._auth = auth
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls
 
     async def _call(self, method: CoreMethod[Req, Res], request: Req, ctx: Ctx) -> Res:
         headers = ctx.request_headers
         rid = request_id_from(headers.get("x-request-id"))
         ctx.response_headers["x-request-id"] = rid  # on refusals too
         try:
-            return await answer(
-                self._auth, ctx.method.name, headers.getall("authorization"), rid, method, request
+            return await self._calls.answer(
+                ctx.method.name, headers.getall("authorization"), rid, method, request
             )
         except Refused as refused:
             raise ConnectError(STATUS[refused.code][1], refused.message) from None
@@ -70,40 +78,32 @@ class ConnectRunnerConfiguration:
     async def create_host_authentication_token(
         self, request: pb.CreateHostAuthenticationTokenRequest, ctx: Ctx, /
     ) -> pb.CreateHostAuthenticationTokenResponse:
-        return await self._call(self._core.create_host_authentication_token, request, ctx)
+        return await self._call(HostAuthService.create_host_authentication_token, request, ctx)
 
     async def get_host_authentication_token(
         self, request: pb.GetHostAuthenticationTokenRequest, ctx: Ctx, /
     ) -> pb.GetHostAuthenticationTokenResponse:
-        return await self._call(self._core.get_host_authentication_token, request, ctx)
+        return await self._call(HostAuthService.get_host_authentication_token, request, ctx)
 
     async def list_host_authentication_tokens(
         self, request: pb.ListHostAuthenticationTokensRequest, ctx: Ctx, /
     ) -> pb.ListHostAuthenticationTokensResponse:
-        return await self._call(self._list, request, ctx)
+        return await self._call(_list, request, ctx)
 
     async def update_host_authentication_token(
         self, request: pb.UpdateHostAuthenticationTokenRequest, ctx: Ctx, /
     ) -> pb.UpdateHostAuthenticationTokenResponse:
-        return await self._call(self._core.update_host_authentication_token, request, ctx)
+        return await self._call(HostAuthService.update_host_authentication_token, request, ctx)
 
     async def delete_host_authentication_token(
         self, request: pb.DeleteHostAuthenticationTokenRequest, ctx: Ctx, /
     ) -> pb.DeleteHostAuthenticationTokenResponse:
-        return await self._call(self._core.delete_host_authentication_token, request, ctx)
+        return await self._call(HostAuthService.delete_host_authentication_token, request, ctx)
 
     async def get_host_authentication_token_value(
         self, request: pb.GetHostAuthenticationTokenValueRequest, ctx: Ctx, /
     ) -> pb.GetHostAuthenticationTokenValueResponse:
-        return await self._call(self._core.get_host_authentication_token_value, request, ctx)
-
-    async def _list(
-        self, request: pb.ListHostAuthenticationTokensRequest, call: Call
-    ) -> pb.ListHostAuthenticationTokensResponse:
-        query = _list_query.get()
-        if query:
-            apply_list_query(request, query)
-        return await self._core.list_host_authentication_tokens(request, call)
+        return await self._call(HostAuthService.get_host_authentication_token_value, request, ctx)
 
 
 class ConnectApp:
@@ -184,15 +184,14 @@ class _QuietAfterBody:
 
 
 def build_connect_app(
-    core: HostAuthService,
-    auth: Authenticator,
+    calls: Calls,
     *,
     max_message_bytes: int,
     routes: tuple[tuple[str, Any], ...] = (),
 ) -> ConnectApp:
     return ConnectApp(
         RunnerConfigurationServiceASGIApplication(
-            ConnectRunnerConfiguration(core, auth),
+            ConnectRunnerConfiguration(calls),
             read_max_bytes=max_message_bytes,
             codecs=connect_codecs(),
         ),

@@ -14,10 +14,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gitpod.v1 import runner_configuration_pb2 as pb
-from hostauth.auth.authenticator import Authenticator, request_id_from
+from hostauth.auth.authenticator import request_id_from
 from hostauth.auth.caller import Call
 from hostauth.core.service import HostAuthService
-from hostauth.transport.calls import CoreMethod, Refused, Undecodable, answer
+from hostauth.transport.calls import Calls, CoreMethod, Refused, Undecodable
 from hostauth.transport.status import STATUS
 
 Req = TypeVar("Req")
@@ -49,13 +49,20 @@ def _outcome_unheard(task: asyncio.Future[Any]) -> None:
         log.info("a call whose client left ended with %s", type(task.exception()).__name__)
 
 
-async def _finished_unless_late(work: Awaitable[Res], context: Context[Any, Any]) -> Res:
+async def _finished_unless_late(work: Awaitable[Res], context: Context[Any, Any], calls: Calls) -> Res:
     task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    # The call's own budget (Calls.answer) started a moment before this.
+    budget_end = loop.time() + calls.budget_s - _DEADLINE_SLACK_S
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         remaining = context.time_remaining()
-        if remaining is not None and remaining < _DEADLINE_SLACK_S:  # the deadline ended the call
+        if (
+            (remaining is not None and remaining < _DEADLINE_SLACK_S)  # the deadline ended the call
+            or loop.time() >= budget_end  # so did its budget
+            or calls.ending  # a stop out of grace
+        ):
             task.cancel()
         else:
             task.add_done_callback(_outcome_unheard)
@@ -63,7 +70,7 @@ async def _finished_unless_late(work: Awaitable[Res], context: Context[Any, Any]
 
 
 async def _call(
-    auth: Authenticator,
+    calls: Calls,
     name: str,
     method: CoreMethod[Req, Res],
     request: Req | Undecodable,
@@ -82,18 +89,20 @@ async def _call(
     # (docs/benchmarks.md, decisions). An abort keeps trailers set here.
     context.set_trailing_metadata((("x-request-id", rid),))
     if name in _FINISHED_WHEN_LEFT:
-        method = _finishing(method, context)
+        method = _finishing(method, context, calls)
     try:
-        return await answer(auth, name, authorization, rid, method, request)
+        return await calls.answer(name, authorization, rid, method, request)
     except Refused as refused:
         code, message = refused.code, refused.message
     await context.abort(STATUS[code][0], message)
     raise AssertionError("unreachable: abort raises")
 
 
-def _finishing(method: CoreMethod[Req, Res], context: Context[Any, Any]) -> CoreMethod[Req, Res]:
-    async def finished(request: Req, call: Call) -> Res:
-        return await _finished_unless_late(method(request, call), context)
+def _finishing(
+    method: CoreMethod[Req, Res], context: Context[Any, Any], calls: Calls
+) -> CoreMethod[Req, Res]:
+    async def finished(core: HostAuthService, request: Req, call: Call) -> Res:
+        return await _finished_unless_late(method(core, request, call), context, calls)
 
     return finished
 
@@ -111,13 +120,13 @@ def _decoder(message_type: type[Message]) -> Callable[[bytes], Message | Undecod
 
 
 def _method_handler(
-    auth: Authenticator,
+    calls: Calls,
     name: str,
     method: CoreMethod[Any, Message],
     request_type: type[Message],
 ) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: Message | Undecodable, context: Context[Any, Any]) -> Message:
-        return await _call(auth, name, method, request, context)
+        return await _call(calls, name, method, request, context)
 
     return grpc.unary_unary_rpc_method_handler(
         handle,
@@ -126,41 +135,41 @@ def _method_handler(
     )
 
 
-def core_methods(core: HostAuthService) -> dict[str, tuple[CoreMethod[Any, Message], type[Message]]]:
+def core_methods() -> dict[str, tuple[CoreMethod[Any, Message], type[Message]]]:
     """Each RPC of the proto service by its wire name: the core method that
-    answers it, and its request type."""
+    answers it (unbound), and its request type."""
     return {
         "CreateHostAuthenticationToken": (
-            core.create_host_authentication_token,
+            HostAuthService.create_host_authentication_token,
             pb.CreateHostAuthenticationTokenRequest,
         ),
         "GetHostAuthenticationToken": (
-            core.get_host_authentication_token,
+            HostAuthService.get_host_authentication_token,
             pb.GetHostAuthenticationTokenRequest,
         ),
         "ListHostAuthenticationTokens": (
-            core.list_host_authentication_tokens,
+            HostAuthService.list_host_authentication_tokens,
             pb.ListHostAuthenticationTokensRequest,
         ),
         "UpdateHostAuthenticationToken": (
-            core.update_host_authentication_token,
+            HostAuthService.update_host_authentication_token,
             pb.UpdateHostAuthenticationTokenRequest,
         ),
         "DeleteHostAuthenticationToken": (
-            core.delete_host_authentication_token,
+            HostAuthService.delete_host_authentication_token,
             pb.DeleteHostAuthenticationTokenRequest,
         ),
         "GetHostAuthenticationTokenValue": (
-            core.get_host_authentication_token_value,
+            HostAuthService.get_host_authentication_token_value,
             pb.GetHostAuthenticationTokenValueRequest,
         ),
     }
 
 
-def service_handler(core: HostAuthService, auth: Authenticator) -> grpc.GenericRpcHandler[Any, Any]:
+def service_handler(calls: Calls) -> grpc.GenericRpcHandler[Any, Any]:
     handlers = {
-        name: _method_handler(auth, name, method, request_type)
-        for name, (method, request_type) in core_methods(core).items()
+        name: _method_handler(calls, name, method, request_type)
+        for name, (method, request_type) in core_methods().items()
     }
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
@@ -174,10 +183,13 @@ class GrpcServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    async def mark_not_serving(self) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
 
 def build_grpc_server(
-    core: HostAuthService,
-    auth: Authenticator,
+    calls: Calls,
     *,
     max_message_bytes: int,
     reuse_port: bool = False,
@@ -190,7 +202,7 @@ def build_grpc_server(
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
-    server.add_generic_rpc_handlers((service_handler(core, auth),))
+    server.add_generic_rpc_handlers((service_handler(calls),))
     if extra_handlers:
         server.add_generic_rpc_handlers(extra_handlers)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined] # public, unstubbed

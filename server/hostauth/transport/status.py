@@ -9,6 +9,7 @@ import grpc
 from connectrpc.code import Code
 
 from hostauth.errors import DATABASE_UNAVAILABLE, ErrorCode, ServiceError
+from hostauth.log_repeats import Repeats
 from hostauth.store import is_outage
 
 log = logging.getLogger("hostauth.transport")
@@ -33,27 +34,63 @@ INTERNAL_MESSAGE = "internal error"
 
 
 class _OutageLog:
-    """While the database is out every call fails the same way: one warning
-    every few seconds, with how many more failed, not a traceback each."""
+    """While the database is out every call fails the same way: a warning
+    when the first fails, one every few seconds with how many failed since,
+    and one when a call succeeds again, saying how long it was out (through
+    a failover: how long the service was without a primary)."""
 
-    __slots__ = ("_next", "_quiet")
+    __slots__ = ("_failed", "_next", "_quiet", "_since")
     INTERVAL_S = 5.0
 
     def __init__(self) -> None:
+        self._since: float | None = None
         self._next = 0.0
         self._quiet = 0
+        self._failed = 0
 
-    def failed(self, method: str, exc: Exception) -> None:
+    @property
+    def down(self) -> bool:
+        return self._since is not None
+
+    def failed(self, method: str, cause: str) -> None:
         now = time.monotonic()
+        self._failed += 1
+        if self._since is None:
+            self._since = now
+            log.warning(
+                "database unavailable (%s in %s): calls answer unavailable until it is back", cause, method
+            )
+            self._next, self._quiet = now + self.INTERVAL_S, 0
+            return
         if now < self._next:
             self._quiet += 1
             return
-        more = f"; {self._quiet} more call(s) failed so since the last warning" if self._quiet else ""
-        log.warning("database unavailable in %s: %s%s", method, type(exc).__name__, more)
+        log.warning(
+            "database still unavailable after %.1f s (%s in %s); %d call(s) failed since the last warning",
+            now - self._since,
+            cause,
+            method,
+            self._quiet + 1,
+        )
         self._next, self._quiet = now + self.INTERVAL_S, 0
 
+    def back(self) -> None:
+        if self._since is None:
+            return
+        log.warning(
+            "database back after %.1f s; %d call(s) answered unavailable meanwhile",
+            time.monotonic() - self._since,
+            self._failed,
+        )
+        self._since, self._failed, self._quiet = None, 0, 0
 
-_outages = _OutageLog()
+
+outages = _OutageLog()
+_bugs = Repeats(log)
+
+
+def outage_seen(method: str, cause: str = "no answer within the time budget") -> None:
+    outages.failed(method, cause)
 
 
 def classify(method: str, exc: Exception) -> tuple[ErrorCode, str]:
@@ -66,10 +103,11 @@ def classify(method: str, exc: Exception) -> tuple[ErrorCode, str]:
     """
     if isinstance(exc, ServiceError):
         if exc.code is ErrorCode.UNAVAILABLE:
-            _outages.failed(method, exc.__cause__ if isinstance(exc.__cause__, Exception) else exc)
+            cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+            outages.failed(method, type(cause).__name__)
         return exc.code, exc.message
     if is_outage(exc):
-        _outages.failed(method, exc)
+        outages.failed(method, type(exc).__name__)
         return ErrorCode.UNAVAILABLE, DATABASE_UNAVAILABLE
-    log.error("unexpected %s in %s", type(exc).__name__, method, exc_info=exc)
+    _bugs.log("unexpected %s in %s", type(exc).__name__, method, exc_info=exc)
     return ErrorCode.INTERNAL, INTERNAL_MESSAGE
