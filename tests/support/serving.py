@@ -35,12 +35,14 @@ async def serving(
     *,
     jwt: JwtVerifier | None = None,
     extras: Extras = NO_EXTRAS,
+    db_timeout_s: float = 10.0,
 ) -> AsyncIterator[Running]:
     """Both transports in this process on free ports, as the server runs them."""
     settings = Settings(
         http_addr=Address("127.0.0.1", 0),
         grpc_addr=Address("127.0.0.1", 0),
         database_url=database_dsn,
+        db_timeout_s=db_timeout_s,
     )
     cached_keys = CachedApiKeys(api_keys)  # as the server runs it: revocations must still bite
     await cached_keys.start()
