@@ -13,6 +13,28 @@ INTERVAL_S = 5.0
 _MAX_KINDS = 256  # kinds are templates and bounded values (method, exception type)
 
 
+class _Kinds:
+    """When each kind of line is next due, and how many went unlogged since."""
+
+    __slots__ = ("_due",)
+
+    def __init__(self) -> None:
+        self._due: dict[object, tuple[float, int]] = {}
+
+    def due(self, kind: object) -> int | None:
+        """None to stay quiet; else how many of the kind were not logged since
+        the last one that was."""
+        now = time.monotonic()
+        due, quiet = self._due.get(kind, (0.0, 0))
+        if now < due:
+            self._due[kind] = (due, quiet + 1)
+            return None
+        if len(self._due) >= _MAX_KINDS:
+            self._due.clear()
+        self._due[kind] = (now + INTERVAL_S, 0)
+        return quiet
+
+
 class Repeats:
     """`repeats.log(template, *args)`: the first of a kind (template and args)
     is logged at once; the same again within INTERVAL_S is only counted, and
@@ -23,18 +45,12 @@ class Repeats:
     def __init__(self, logger: logging.Logger, level: int = logging.ERROR) -> None:
         self._log = logger
         self._level = level
-        self._kinds: dict[tuple[object, ...], tuple[float, int]] = {}
+        self._kinds = _Kinds()
 
     def log(self, template: str, *args: object, exc_info: BaseException | None = None) -> None:
-        kind = (template, *args)
-        now = time.monotonic()
-        due, quiet = self._kinds.get(kind, (0.0, 0))
-        if now < due:
-            self._kinds[kind] = (due, quiet + 1)
+        quiet = self._kinds.due((template, *args))
+        if quiet is None:
             return
-        if len(self._kinds) >= _MAX_KINDS:
-            self._kinds.clear()
-        self._kinds[kind] = (now + INTERVAL_S, 0)
         if quiet:
             self._log.log(
                 self._level, template + " (%d more since the last such line)", *args, quiet, exc_info=exc_info
@@ -45,29 +61,25 @@ class Repeats:
 
 class QuietRepeats(logging.Filter):
     """A logging filter for a library's logger that writes the same failure
-    (with a traceback) at every retry: the first of a message is passed, the
+    (with a traceback) at every retry (asyncpg's pool, at each attempt to
+    restore its floor of connections): the first of a message is passed, the
     same message again within INTERVAL_S is dropped and counted, and the next
-    one passed carries the count, without the traceback."""
+    one passed carries the count; none carries a traceback, only the
+    exception's type."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._kinds: dict[str, tuple[float, int]] = {}
+        self._kinds = _Kinds()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        kind = str(record.msg)
-        now = time.monotonic()
-        due, quiet = self._kinds.get(kind, (0.0, 0))
-        if now < due:
-            self._kinds[kind] = (due, quiet + 1)
+        quiet = self._kinds.due(str(record.msg))
+        if quiet is None:
             return False
-        if len(self._kinds) >= _MAX_KINDS:
-            self._kinds.clear()
-        self._kinds[kind] = (now + INTERVAL_S, 0)
         if quiet:
             record.msg = f"{record.msg} (again {quiet} time(s) since the last such line)"
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None:  # its type and message, not a traceback
-            record.msg = f"{record.msg}: {type(exc).__name__}: {exc}"
+        if exc is not None:
+            record.msg = f"{record.msg}: {type(exc).__name__}"
             record.exc_info = None
             record.exc_text = None
         return True

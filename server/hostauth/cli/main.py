@@ -35,6 +35,7 @@ from hostauth.cli.version import version_line
 from hostauth.config import ConfigError, Settings
 from hostauth.keys.loading import load_keyring
 from hostauth.keys.registry import KeyAdminError
+from hostauth.log_repeats import QuietRepeats
 from hostauth.runtime.database import database
 from hostauth.runtime.serve import NO_EXTRAS, Extras
 from hostauth.runtime.supervisor import ensure_ports_free, supervise
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: s
     the service (the benchmark): what it adds, and the module its workers run."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncpg.pool").addFilter(QuietRepeats())  # a traceback per reconnect attempt
     offline = getattr(args, "offline", False)  # needs no database and no keyring
     try:
         settings = Settings.from_env(os.environ, dev=args.dev, database=not offline)

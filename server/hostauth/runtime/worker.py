@@ -101,26 +101,26 @@ class _Core:
         core = HostAuthService(EncryptedTokens(store, sealer), CursorCodec(await cursor_key(pool)))
         return core, Authenticator(self.cached_keys, jwt)
 
-    async def build_when_reachable(self, jwt: JwtVerifier | None, calls: Calls, running: Running) -> None:
+    async def start_unless_out(self, jwt: JwtVerifier | None, calls: Calls) -> bool:
+        """Build and start the calls; False (nothing left open) while the database is out."""
+        try:
+            calls.start(*await self.build(jwt, dev_key=False))
+        except Exception as exc:
+            await self.close()
+            if not is_outage(exc):
+                raise
+            return False
+        return True
+
+    async def start_when_reachable(self, jwt: JwtVerifier | None, calls: Calls, running: Running) -> None:
         """Build, retrying while the database is out; then the calls are ready."""
-        for attempt in itertools.count(1):
-            try:
-                core, auth = await self.build(jwt, dev_key=False)
-            except Exception as exc:
-                await self.close()
-                if not is_outage(exc):
-                    raise
-                if attempt == 1:
-                    log.warning(
-                        "the database is unavailable (%s): serving unavailable until it is back",
-                        type(exc).__name__,
-                    )
-                await asyncio.sleep(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
-                continue
-            calls.start(core, auth)
-            await running.mark_serving()
-            log.info("the database is back: serving")
-            return
+        log.warning("the database is unavailable: serving unavailable until it is back")
+        for attempt in itertools.count():
+            await asyncio.sleep(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
+            if await self.start_unless_out(jwt, calls):
+                await running.mark_serving()
+                log.info("the database is back: serving")
+                return
 
     async def close(self) -> None:
         # The revocation watch holds a pooled connection: closing the pool
@@ -152,19 +152,14 @@ async def run_server(
         if not worker:  # the whole service starting: a database not there stops it
             calls.start(*await parts.build(jwt, dev_key=settings.dev))
         else:  # a worker (a replacement, say) the database is out for serves all the same
-            try:
-                calls.start(*await parts.build(jwt, dev_key=False))
-            except Exception as exc:
-                await parts.close()
-                if not is_outage(exc):
-                    raise
+            await parts.start_unless_out(jwt, calls)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with serve(calls, settings, reuse_port=worker, extras=extras) as running:
             if not calls.ready:
-                starting = asyncio.create_task(parts.build_when_reachable(jwt, calls, running))
+                starting = asyncio.create_task(parts.start_when_reachable(jwt, calls, running))
             freeze_startup_heap()
             log.info(
                 "serving Connect on %s and gRPC on %s; database batches of a kind in flight: %d",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -28,8 +27,6 @@ Res = TypeVar("Res")
 
 # A core method, unbound: the adapters bind it to the core of the moment.
 CoreMethod = Callable[[HostAuthService, Req, Call], Awaitable[Res]]
-
-log = logging.getLogger(__name__)
 
 STOPPING = "the service is stopping; retry on another replica"
 STOPPED_MID_CALL = "the service stopped before the call finished; retry"
