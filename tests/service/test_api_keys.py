@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -12,12 +15,12 @@ import pytest
 
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
-from hostauth.auth.api_key_cache import CachedApiKeys
+from hostauth.auth.api_key_cache import LIVENESS_S, CachedApiKeys
 from hostauth.auth.api_keys import hash_api_key, new_api_key
 from hostauth.auth.authenticator import Authenticator, request_id_from
 from hostauth.errors import Unauthenticated
 from hostauth.store import ApiKeyRow, ApiKeyStore, close_pool
-from hostauth.store.api_keys import REVOCATIONS
+from hostauth.store.api_keys import HEARTBEAT_MARK, RevocationWatch
 from tests.support.cli import run_cli
 from tests.support.lifecycle import create, get_value, list_page
 from tests.support.requests import create_request
@@ -102,7 +105,7 @@ class CountingStore(ApiKeyStore):
 
     async def watch_revocations(
         self, on_revoke: Callable[[], None], on_lost: Callable[[], None]
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> RevocationWatch:
         def lost() -> None:
             self.lost.set()
             on_lost()
@@ -166,7 +169,7 @@ class HeldStore(ApiKeyStore):
 
     async def watch_revocations(
         self, on_revoke: Callable[[], None], on_lost: Callable[[], None]
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> RevocationWatch:
         def revoked() -> None:
             on_revoke()
             self.heard.set()
@@ -248,6 +251,18 @@ async def test_more_than_one_authorization_header_is_refused(
     assert admin_key not in error.message
 
 
+async def _cached_again(store: CountingStore, cache: CachedApiKeys, key: str) -> None:
+    """Wait until the cache watches again: two lookups cost one query."""
+    for _ in range(200):
+        before = store.lookups
+        await cache.find_active(hash_api_key(key))
+        await cache.find_active(hash_api_key(key))
+        if store.lookups == before + 1:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("keys are still looked up on every call")
+
+
 async def test_a_lost_revocation_watch_comes_back(
     pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -257,20 +272,13 @@ async def test_a_lost_revocation_watch_comes_back(
         async with pool.acquire() as conn:
             killed = await conn.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE query = $1 AND pid <> pg_backend_pid()",
-                f'LISTEN "{REVOCATIONS}"',
+                "WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+                f"%{HEARTBEAT_MARK}%",
             )
         assert killed >= 1
         # pg_terminate_backend only signals: the loss reaches us a moment later.
         await asyncio.wait_for(store.lost.wait(), 10)
-        for _ in range(100):  # until it watches again: lookups are served from memory
-            before = store.lookups
-            await cache.find_active(hash_api_key(key))
-            await cache.find_active(hash_api_key(key))
-            if store.lookups == before + 1:
-                break
-            await asyncio.sleep(0.05)
-        assert store.lookups == before + 1
+        await _cached_again(store, cache, key)
         assert "API key revocation watch is back" in caplog.text
         await _revoked_and_refused(pool, cache, key, key_id)  # revocations are heard again
 
@@ -286,16 +294,56 @@ async def test_a_watch_stopped_while_its_connection_is_lost_frees_its_slot(datab
     try:
         store = ApiKeyStore(pool)
         for _ in range(10):  # the loss is caught mid-way in about half the rounds
-            stop = await asyncio.wait_for(store.watch_revocations(lambda: None, lambda: None), 5)
+            watch = await asyncio.wait_for(store.watch_revocations(lambda: None, lambda: None), 5)
             async with pool.acquire() as conn:
                 killed = await conn.fetchval(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = $1 AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+                    "WHERE application_name = $1 AND query LIKE $2 AND pid <> pg_backend_pid()",
                     name,
+                    f"%{HEARTBEAT_MARK}%",
                 )
             assert killed == 1
-            await stop()  # at once, as a closing server would
+            await watch.stop()  # at once, as a closing server would
     except BaseException:
         pool.terminate()
         raise
     assert await close_pool(pool), "a stopped watch kept its pool slot"
+
+
+async def test_a_watch_that_falls_silent_stops_the_cache(
+    pool: asyncpg.Pool, database_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch's backend stopped (SIGSTOP: no error, no reset, nothing
+    delivered): a revoked key was served from memory for the entries' 30 s.
+    The heartbeat through the watch goes unanswered, so the cache stops
+    serving from memory within LIVENESS_S and the revocation bites."""
+    name = f"hostauth-watch-{uuid4().hex[:8]}"
+    watched = await asyncpg.create_pool(
+        database_dsn, min_size=1, max_size=4, server_settings={"application_name": name}
+    )
+    async with _cached_key(watched) as (store, cache, key, key_id):
+        assert await cache.find_active(hash_api_key(key)) is not None
+        async with watched.acquire() as conn:
+            pids = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE application_name = $1 AND query LIKE $2 AND pid <> pg_backend_pid()",
+                name,
+                f"%{HEARTBEAT_MARK}%",
+            )
+        assert len(pids) == 1
+        backend = pids[0]["pid"]
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            assert await ApiKeyStore(pool).revoke(key_id)  # its notice reaches no one
+            started = time.monotonic()
+            while await cache.find_active(hash_api_key(key)) is not None:
+                assert time.monotonic() - started < LIVENESS_S + 1.0, "a revoked key outlived the heartbeat"
+                await asyncio.sleep(0.05)
+            assert "lost the API key revocation watch" in caplog.text
+        finally:
+            os.kill(backend, signal.SIGCONT)
+        # The silent watch is replaced: keys are cached again.
+        other = remember(new_api_key())
+        await store.create(hash_api_key(other), identity_pb2.PRINCIPAL_RUNNER, uuid4())
+        await _cached_again(store, cache, other)
+    assert await close_pool(watched)

@@ -1,9 +1,12 @@
 """API keys looked up once, then served from memory until revoked.
 
 Every revocation NOTIFYs the servers, which drop the whole cache; entries
-also expire after `ttl_s`, and nothing is cached while the watch is down, so
-a revoked key stops working at once (within a notification's delay). A lost
-watch (the database restarted, say) is set up again in the background.
+also expire after `ttl_s`. Keys are served from memory only while the watch
+has proved itself alive within `LIVENESS_S`: a heartbeat goes through the
+watch's own connection every `HEARTBEAT_S`, so a watch whose backend went
+silent (stopped, or cut off without a reset) stops the cache within seconds,
+not at the entries' expiry. A lost watch is set up again in the background;
+until then every lookup goes to the database.
 """
 
 from __future__ import annotations
@@ -13,27 +16,29 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
-from hostauth.store.api_keys import ApiKeyRow, ApiKeyStore
+from hostauth.retry import backoff_s
+from hostauth.store.api_keys import ApiKeyRow, ApiKeyStore, RevocationWatch
 
 log = logging.getLogger(__name__)
 
-
-_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # between attempts to watch again; the last repeats
+HEARTBEAT_S = 1.0  # between heartbeats through the watch
+LIVENESS_S = 3.0  # how long a heard heartbeat vouches for the cache
+_WATCH_WAIT_S = 10.0  # for a new watch's connection, LISTEN and first heartbeat
 
 
 class CachedApiKeys:
     __slots__ = (
+        "_alive_until",
         "_cache",
         "_closed",
         "_generation",
+        "_keeper",
+        "_lost",
         "_max",
-        "_rewatch",
-        "_stop",
         "_store",
         "_ttl_s",
-        "_watching",
+        "_watch",
     )
 
     def __init__(self, store: ApiKeyStore, *, ttl_s: float = 30.0, max_entries: int = 10_000) -> None:
@@ -44,14 +49,18 @@ class CachedApiKeys:
         # Counts revocations heard: a lookup that a revocation overtook is not
         # cached, since its row may predate the revocation.
         self._generation = 0
-        self._watching = False
+        # Until when (monotonic) the last heartbeat heard vouches for the cache.
+        self._alive_until = 0.0
         self._closed = False
-        self._stop: Callable[[], Awaitable[None]] | None = None
-        self._rewatch: asyncio.Task[None] | None = None
+        self._watch: RevocationWatch | None = None
+        self._lost = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._stop = await self._store.watch_revocations(self._revoked, self._lost)
-        self._watching = True
+        sent = time.monotonic()
+        self._watch = await self._store.watch_revocations(self._revoked, self._connection_lost)
+        self._alive_until = sent + LIVENESS_S
+        self._keeper = asyncio.get_running_loop().create_task(self._keep_watching())
 
     def _revoked(self) -> None:
         self._generation += 1
@@ -59,32 +68,56 @@ class CachedApiKeys:
 
     async def close(self) -> None:
         self._closed = True
-        self._watching = False
-        self._cache.clear()
-        if self._rewatch is not None:
-            self._rewatch.cancel()
+        self._distrust()
+        if self._keeper is not None:
+            self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._rewatch
-        if self._stop is not None:
-            await self._stop()
-            self._stop = None
+                await self._keeper
+        await self._unwatch()
 
-    def _lost(self) -> None:
-        if self._closed or not self._watching:
-            return
-        log.warning("lost the API key revocation watch; API keys are not cached until it is back")
-        self._watching = False
+    def _distrust(self) -> None:
+        self._alive_until = 0.0
         self._revoked()
-        self._rewatch = asyncio.get_running_loop().create_task(self._watch_again())
+
+    def _connection_lost(self) -> None:
+        self._distrust()
+        self._lost.set()
+
+    async def _unwatch(self) -> None:
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            await watch.stop()
+
+    async def _keep_watching(self) -> None:
+        while True:
+            await self._beat_until_lost()
+            self._distrust()
+            log.warning("lost the API key revocation watch; API keys are not cached until it is back")
+            await self._unwatch()
+            await self._watch_again()
+
+    async def _beat_until_lost(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), HEARTBEAT_S)
+            if self._lost.is_set() or self._watch is None:
+                return
+            sent = time.monotonic()
+            try:
+                async with asyncio.timeout(LIVENESS_S - HEARTBEAT_S):
+                    await self._watch.beat()
+            except Exception:  # noqa: BLE001 # silent or broken: either way not trusted
+                return
+            self._alive_until = sent + LIVENESS_S
 
     async def _watch_again(self) -> None:
-        if self._stop is not None:
-            stop, self._stop = self._stop, None
-            await stop()
         for attempt in itertools.count():
-            await asyncio.sleep(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
+            await asyncio.sleep(backoff_s(attempt))
+            self._lost.clear()
+            sent = time.monotonic()
             try:
-                self._stop = await self._store.watch_revocations(self._revoked, self._lost)
+                async with asyncio.timeout(_WATCH_WAIT_S):
+                    self._watch = await self._store.watch_revocations(self._revoked, self._connection_lost)
             except Exception as exc:  # noqa: BLE001 # the database may still be out: try again
                 if attempt % 10 == 0:
                     log.info("API key revocation watch not back yet: %s", type(exc).__name__)
@@ -92,18 +125,18 @@ class CachedApiKeys:
             # Revocations made while it was down were not heard: the cache
             # was empty and stayed so, and starts afresh now.
             self._revoked()
-            self._watching = True
+            self._alive_until = sent + LIVENESS_S
             log.info("API key revocation watch is back; API keys are cached again")
             return
 
     async def find_active(self, key_hash: bytes) -> ApiKeyRow | None:
         hit = self._cache.get(key_hash)
         now = time.monotonic()
-        if hit is not None and self._watching and now < hit[1]:
+        if hit is not None and now < hit[1] and now < self._alive_until:
             return hit[0]
         generation = self._generation
         row = await self._store.find_active(key_hash)
-        if row is not None and self._watching and generation == self._generation:
+        if row is not None and time.monotonic() < self._alive_until and generation == self._generation:
             if len(self._cache) >= self._max:
                 self._cache.clear()
             self._cache[key_hash] = (row, now + self._ttl_s)

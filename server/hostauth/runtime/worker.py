@@ -30,6 +30,7 @@ from hostauth.crypto import Sealer
 from hostauth.crypto.keyring import KeyProviders
 from hostauth.keys.loading import load_keys
 from hostauth.keys.registry import Heartbeat, register_and_check
+from hostauth.retry import backoff_s
 from hostauth.runtime.database import admin_pool
 from hostauth.runtime.dev import ensure_dev_api_key
 from hostauth.runtime.serve import NO_EXTRAS, Extras, Running, serve
@@ -42,8 +43,6 @@ from hostauth.vault import EncryptedTokens
 
 log = logging.getLogger("hostauth")
 
-# Between attempts to build the core while the database is out; the last repeats.
-_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 # Exit statuses: a stop that had to end calls still in flight after its grace.
 EXIT_ENDED_CALLS = 3
@@ -116,7 +115,7 @@ class _Core:
         """Build, retrying while the database is out; then the calls are ready."""
         log.warning("the database is unavailable: serving unavailable until it is back")
         for attempt in itertools.count():
-            await asyncio.sleep(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
+            await asyncio.sleep(backoff_s(attempt))
             if await self.start_unless_out(jwt, calls):
                 await running.mark_serving()
                 log.info("the database is back: serving")

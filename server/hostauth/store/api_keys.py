@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID, uuid4
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from hostauth.store.pooled import drop, pooled
 
@@ -25,6 +28,10 @@ class ApiKeyRow:
 
 
 REVOCATIONS = "hostauth_api_key_revoked"
+# In the text of a watch's heartbeat, so that an operator (or a test) can find
+# the watch's backend in pg_stat_activity.
+HEARTBEAT_MARK = "hostauth api key revocation watch"
+_STOP_WAIT_S = 2.0  # for the watch's connection to answer UNLISTEN, else it is closed
 _COLUMNS = "id, principal, subject_id, grants, description, created_at, revoked_at"
 
 
@@ -90,10 +97,51 @@ class ApiKeyStore:
 
     async def watch_revocations(
         self, on_revoke: Callable[[], None], on_lost: Callable[[], None]
-    ) -> Callable[[], Awaitable[None]]:
-        """Call on_revoke for every revocation, on_lost if the watch breaks.
-        Holds one pooled connection; returns the coroutine that stops it."""
+    ) -> RevocationWatch:
+        """Call on_revoke for every revocation, on_lost if the watch's
+        connection is closed. Holds one pooled connection; proved alive once
+        before it is returned."""
         conn = await self._pool.acquire()
+        watch = RevocationWatch(self._pool, conn, on_revoke, on_lost)
+        try:
+            await watch.listen()
+            await watch.beat()
+        except BaseException:  # a dead connection from the pool, or cancelled
+            drop(conn)
+            raise
+        return watch
+
+    async def list(self) -> list[ApiKeyRow]:
+        async with pooled(self._pool) as conn:
+            rows = await conn.fetch(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")  # noqa: S608
+        return [_row(r) for r in rows]
+
+
+class RevocationWatch:
+    """A pooled connection LISTENing for revocations.
+
+    A connection whose backend stops answering (stopped, or cut off without a
+    reset) raises no error and delivers nothing: `beat` sends a notification
+    through the watch's own connection and waits to hear it back. Notices are
+    delivered in commit order, so once a beat is heard every revocation
+    committed before it was sent has been heard too.
+    """
+
+    __slots__ = ("_beats", "_channel", "_conn", "_heard", "_notified", "_pool", "_terminated")
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        conn: PoolConnectionProxy[asyncpg.Record],
+        on_revoke: Callable[[], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self._pool = pool
+        self._conn = conn
+        # One channel per watch: no other server hears this one's beats.
+        self._channel = f"hostauth_watch_{uuid4().hex}"
+        self._beats = itertools.count()
+        self._heard: dict[str, asyncio.Future[None]] = {}
 
         def notified(*_: object) -> None:
             on_revoke()
@@ -101,27 +149,40 @@ class ApiKeyStore:
         def terminated(*_: object) -> None:
             on_lost()
 
+        self._notified = notified
+        self._terminated = terminated
+
+    async def listen(self) -> None:
+        await self._conn.add_listener(REVOCATIONS, self._notified)
+        await self._conn.add_listener(self._channel, self._heartbeat)
+        self._conn.add_termination_listener(self._terminated)
+
+    def _heartbeat(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        heard = self._heard.pop(str(payload), None)
+        if heard is not None and not heard.done():
+            heard.set_result(None)
+
+    async def beat(self) -> None:
+        """Return once a notification sent now has come back (no time limit:
+        the caller bounds it)."""
+        payload = str(next(self._beats))
+        heard = asyncio.get_running_loop().create_future()
+        self._heard[payload] = heard
         try:
-            await conn.add_listener(REVOCATIONS, notified)
-        except BaseException:  # a dead connection from the pool, or cancelled
-            drop(conn)
-            raise
-        conn.add_termination_listener(terminated)
+            await self._conn.execute(f"SELECT pg_notify($1, $2) -- {HEARTBEAT_MARK}", self._channel, payload)
+            await heard
+        finally:
+            self._heard.pop(payload, None)
 
-        async def stop() -> None:
-            with contextlib.suppress(asyncpg.InterfaceError):  # already lost and detached
-                conn.remove_termination_listener(terminated)
-            try:
-                await conn.remove_listener(REVOCATIONS, notified)
-                await self._pool.release(conn)
-            except Exception:  # noqa: BLE001 # lost, or being lost: asyncpg's errors then vary
-                # The pool must get its slot back whatever state the
-                # connection is in, or its close() waits for ever.
-                drop(conn)
-
-        return stop
-
-    async def list(self) -> list[ApiKeyRow]:
-        async with pooled(self._pool) as conn:
-            rows = await conn.fetch(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")  # noqa: S608
-        return [_row(r) for r in rows]
+    async def stop(self) -> None:
+        with contextlib.suppress(asyncpg.InterfaceError):  # already lost and detached
+            self._conn.remove_termination_listener(self._terminated)
+        try:
+            async with asyncio.timeout(_STOP_WAIT_S):  # a backend that stopped answering never does
+                await self._conn.remove_listener(REVOCATIONS, self._notified)
+                await self._conn.remove_listener(self._channel, self._heartbeat)
+                await self._pool.release(self._conn)
+        except Exception:  # noqa: BLE001 # lost, or being lost: asyncpg's errors then vary
+            # The pool must get its slot back whatever state the connection
+            # is in, or its close() waits for ever.
+            drop(self._conn)
