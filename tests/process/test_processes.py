@@ -24,10 +24,11 @@ from hostauth.store import ApiKeyStore, connect_pool
 from hostauth.transport.http_server import SHUTDOWN_GRACE_S
 from tests.support.cli import run_cli
 from tests.support.db import create_database, with_database
+from tests.support.own_postgres import own_postgres
 from tests.support.processes import ServerProcess, free_port, start_server, wait_serving
 from tests.support.requests import create_request
 from tests.support.serving import TEST_KEYRING_JSON, make_api_key
-from tests.support.wire import ConnectWire, GrpcWire, Wire
+from tests.support.wire import ConnectWire, GrpcWire, RpcError, Wire
 
 
 def _worker_pids(server: ServerProcess) -> list[int]:
@@ -280,6 +281,52 @@ async def test_a_worker_that_dies_is_started_again(admin_dsn: str, log_dir: Path
         assert server.proc.poll() is None
     finally:
         server.stop()
+
+
+async def test_a_worker_replaced_while_the_database_is_out_serves_and_recovers(log_dir: Path) -> None:
+    """Each replacement of a worker killed during an outage exited at start
+    (the database's socket missing), five restarts passed within the minute
+    and the supervisor gave up: nothing listened when the database came back."""
+    with own_postgres() as pg:
+        dsn = await create_database(pg.dsn)
+        env = {"DATABASE_URL": dsn, "HOSTAUTH_KEYRING": TEST_KEYRING_JSON}
+        server = start_server(log_dir, env, args=("--workers", "2"))
+        try:
+            await wait_serving(server)
+            pool = await connect_pool(dsn, min_size=1, max_size=1)
+            try:
+                key = await make_api_key(ApiKeyStore(pool), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4())
+            finally:
+                await pool.close()
+            pg.stop(keep_address=True)
+            first = _children(server.proc.pid)
+            dead = min(first)
+            os.kill(dead, signal.SIGKILL)
+            again = await _new_worker(server, first)
+            await asyncio.sleep(3)  # long enough for a replacement to fail its start, and more
+            assert server.proc.poll() is None, server.log.read_text()
+            assert _children(server.proc.pid) == (first - {dead}) | {again}
+            url = f"http://127.0.0.1:{server.http_port}"
+            for _ in range(6):  # each on a new connection: both workers answer
+                fresh = ConnectWire(url, "proto", credential=key)
+                with pytest.raises(RpcError) as refused:
+                    await fresh.call(
+                        "CreateHostAuthenticationToken",
+                        create_request(),
+                        pb.CreateHostAuthenticationTokenResponse,
+                    )
+                assert refused.value.code == "unavailable"
+                await fresh.close()  # type: ignore[attr-defined]
+            pg.start()
+            for _ in range(150):  # the replacement retries within 5 s
+                if "the database is back: serving" in server.log.read_text():
+                    break
+                await asyncio.sleep(0.1)
+            assert "the database is back: serving" in server.log.read_text()
+            await _creates_on_new_connections(ConnectWire(url, "proto", credential=key), key)
+            assert _children(server.proc.pid) == (first - {dead}) | {again}
+        finally:
+            server.stop()
 
 
 async def test_workers_that_keep_dying_stop_the_service(admin_dsn: str, log_dir: Path) -> None:

@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 from uuid import uuid4
 
 import asyncpg
@@ -27,20 +24,15 @@ from hostauth.vault import EncryptedTokens
 from tests.support.db import create_database
 from tests.support.jwts import AUDIENCE, ISSUER, Issuer
 from tests.support.lifecycle import create, delete, get, get_value, list_page, update
+from tests.support.own_postgres import own_postgres
 from tests.support.serving import serving
 from tests.support.wire import ConnectWire, GrpcWire, RpcError, Wire
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL of this test's own, to stop (started on the main thread)."""
-    folder = Path(tempfile.mkdtemp(prefix="hostauth-outage-"))
-    folder.chmod(0o755)
-    pg = EmbeddedPostgres(folder / "pgdata", fsync=False)
-    pg.start()
-    yield pg
-    pg.stop()
-    shutil.rmtree(folder, ignore_errors=True)
+@pytest.fixture(name="own_postgres")
+def _own_postgres() -> Iterator[EmbeddedPostgres]:
+    with own_postgres() as pg:
+        yield pg
 
 
 @contextlib.asynccontextmanager

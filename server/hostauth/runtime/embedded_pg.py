@@ -117,7 +117,8 @@ class EmbeddedPostgres:
             self._initdb(bin_dir)
         self._clear_stale_pid_file()
 
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="hapg-", dir="/tmp"))
+        if self._socket_dir is None:  # else kept by stop(keep_address=True)
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="hapg-", dir="/tmp"))
         try:
             self._give(self._socket_dir)
             self._proc = self._spawn(bin_dir)
@@ -152,8 +153,10 @@ class EmbeddedPostgres:
                 **self._credentials(),
             )
 
-    def stop(self) -> None:
-        """Fast shutdown; waits for the server to exit. Safe to call again."""
+    def stop(self, *, keep_address: bool = False) -> None:
+        """Fast shutdown; waits for the server to exit. Safe to call again.
+        With keep_address, the next start() listens where this one did (the
+        same DSN), as a database restarted by its operator would."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -166,7 +169,7 @@ class EmbeddedPostgres:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        if self._socket_dir is not None:
+        if self._socket_dir is not None and not keep_address:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
         atexit.unregister(self.stop)
