@@ -105,6 +105,15 @@ class Settings:
     max_message_bytes: int = 1 << 20
     # uvloop, or the standard library's loop (asyncio).
     event_loop: str = "uvloop"
+    # A connection that has not sent a request's headers (HTTP/1.1) or
+    # finished its handshake (gRPC) within this is closed.
+    header_timeout_s: float = 10.0
+    # A request body not in within this is answered deadline_exceeded.
+    body_timeout_s: float = 10.0
+    # Connections one worker serves at once, on each port.
+    max_connections: int = 4096
+    # HTTP/2 without TLS on the HTTP port (h2c), besides HTTP/1.1.
+    http_h2c: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, dev: bool = False, database: bool = True) -> Settings:
@@ -136,6 +145,10 @@ class Settings:
             batch_scheduling=_switch(env, "HOSTAUTH_BATCH_SCHEDULING", default=True),
             db_pool_size=_count(env, "HOSTAUTH_DB_POOL_SIZE", 10),
             db_timeout_s=_seconds(env, "HOSTAUTH_DB_TIMEOUT_S", DEFAULT_DB_TIMEOUT_S),
+            header_timeout_s=_seconds(env, "HOSTAUTH_HEADER_TIMEOUT_S", 10.0),
+            body_timeout_s=_seconds(env, "HOSTAUTH_BODY_TIMEOUT_S", 10.0),
+            max_connections=_count(env, "HOSTAUTH_MAX_CONNECTIONS", 4096),
+            http_h2c=_switch(env, "HOSTAUTH_HTTP_H2C", default=False),
             event_loop=event_loop,
         )
         if settings.database_url is None and not dev and database:

@@ -11,7 +11,6 @@ from urllib.parse import quote
 from uuid import uuid4
 
 import grpc
-import httpx
 import pytest
 
 from bench.http_servers import SERVERS
@@ -163,21 +162,6 @@ async def test_odd_bytes_in_a_path_or_a_header_are_answered_not_an_internal_erro
         )
         assert connect_error(response).code == "not_found", (name, response.text)
         assert response.headers["x-request-id"] != "caf\ufffd"  # an id of its own, not the odd one
-
-
-async def test_connect_over_h2c(running: Running, admin_key: str) -> None:
-    """Connect over HTTP/2 without TLS (prior knowledge), as buf curl and
-    HTTP/2 clients send it: the same answer as over HTTP/1.1."""
-    request = create_request()
-    async with httpx.AsyncClient(base_url=running.http_url, http1=False, http2=True) as client:
-        response = await client.post(
-            f"/{SERVICE}/{CREATE}",
-            content=request.SerializeToString(),
-            headers={"content-type": "application/proto", "authorization": f"Bearer {admin_key}"},
-        )
-    assert response.http_version == "HTTP/2"
-    assert response.status_code == 200, response.text
-    assert pb.CreateHostAuthenticationTokenResponse.FromString(response.content).token.host == request.host
 
 
 @pytest.mark.parametrize("encoding", ["json", "proto"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import UUID
 
 from hostauth.auth.api_key_cache import CachedApiKeys
@@ -36,13 +37,16 @@ async def serving(
     jwt: JwtVerifier | None = None,
     extras: Extras = NO_EXTRAS,
     db_timeout_s: float = 10.0,
+    **settings_: Any,
 ) -> AsyncIterator[Running]:
-    """Both transports in this process on free ports, as the server runs them."""
+    """Both transports in this process on free ports, as the server runs them;
+    settings_ are Settings' fields to change."""
     settings = Settings(
         http_addr=Address("127.0.0.1", 0),
         grpc_addr=Address("127.0.0.1", 0),
         database_url=database_dsn,
         db_timeout_s=db_timeout_s,
+        **settings_,
     )
     cached_keys = CachedApiKeys(api_keys)  # as the server runs it: revocations must still bite
     await cached_keys.start()

@@ -37,6 +37,7 @@ from hostauth.keys.loading import load_keyring
 from hostauth.keys.registry import KeyAdminError
 from hostauth.log_repeats import QuietRepeats
 from hostauth.runtime.database import database
+from hostauth.runtime.open_files import raise_open_file_limit
 from hostauth.runtime.serve import NO_EXTRAS, Extras
 from hostauth.runtime.supervisor import ensure_ports_free, supervise
 from hostauth.runtime.tuning import use_event_loop
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: s
         settings = Settings.from_env(os.environ, dev=args.dev, database=not offline)
         if args.command in ("serve", "keys") and not offline:
             load_keyring(settings)  # fail on a bad keyring before starting a database
+        if args.command == "serve" and not offline:
+            raise_open_file_limit(settings)  # inherited by the workers
     except ConfigError as exc:
         print(f"hostauth: {exc}", file=sys.stderr)
         return 2

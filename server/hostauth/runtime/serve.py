@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from hostauth.runtime.tuning import schedule_as_batch, shares_one_core
 from hostauth.transport.calls import Calls
 from hostauth.transport.connect import build_connect_app
 from hostauth.transport.grpc import GrpcServer, build_grpc_server
-from hostauth.transport.http_server import SHUTDOWN_GRACE_S, HttpServer, serve_granian
+from hostauth.transport.http_server import SHUTDOWN_GRACE_S, HttpLimits, HttpServer, serve_granian
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,20 @@ class Extras:
     # service's: (path prefix, the request size limit -> ASGI app).
     connect_routes: tuple[tuple[str, Callable[[int], Any]], ...] = ()
     grpc_handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = ()
-    http_server: HttpServer = serve_granian
+    # None: granian, with the settings' connection limits.
+    http_server: HttpServer | None = None
 
 
 NO_EXTRAS = Extras()
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+        h2c=settings.http_h2c,
+    )
 
 
 def bind_http(addr: Address, *, reuse_port: bool) -> socket.socket:
@@ -121,6 +132,8 @@ async def serve(
         max_message_bytes=settings.max_message_bytes,
         reuse_port=reuse_port,
         extra_handlers=extras.grpc_handlers,
+        handshake_timeout_s=settings.header_timeout_s,
+        max_connections=settings.max_connections,
     )
     try:  # grpcio raises RuntimeError for a port it cannot bind (older ones returned 0)
         grpc_port = grpc_server.server.add_insecure_port(str(settings.grpc_addr))
@@ -142,7 +155,8 @@ async def serve(
     if settings.batch_scheduling and shares_one_core() and schedule_as_batch():
         log.info("the event loop and the HTTP server's threads run under SCHED_BATCH")
     stop = asyncio.Event()
-    http_task = asyncio.create_task(extras.http_server(app, sock, stop))
+    http_server = extras.http_server or functools.partial(serve_granian, limits=http_limits(settings))
+    http_task = asyncio.create_task(http_server(app, sock, stop))
     try:
         await _until_accepting(settings.http_addr, http_port, http_task)
         if calls.ready:

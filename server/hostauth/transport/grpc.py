@@ -188,18 +188,33 @@ class GrpcServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
+_IDLE_MS = 5 * 60 * 1000
+_MAX_METADATA_BYTES = 64 << 10  # as the HTTP port's headers
+
+
 def build_grpc_server(
     calls: Calls,
     *,
     max_message_bytes: int,
     reuse_port: bool = False,
     extra_handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = (),
+    handshake_timeout_s: float = 10.0,
+    max_connections: int = 4096,
 ) -> GrpcServer:
-    # grpcio shares ports by default; a lone server should fail on a taken port.
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
+            # grpcio shares ports by default; a lone server should fail on a taken port.
             ("grpc.so_reuseport", 1 if reuse_port else 0),
+            # A connection that never sends the HTTP/2 preface and settings
+            # is closed after this (the default is two minutes).
+            ("grpc.server_handshake_timeout_ms", int(handshake_timeout_s * 1000)),
+            # Connections beyond this are closed as they arrive.
+            ("grpc.max_allowed_incoming_connections", max_connections),
+            # A client connection with no call for this long is sent GOAWAY
+            # (clients reconnect when they next call).
+            ("grpc.max_connection_idle_ms", _IDLE_MS),
+            ("grpc.max_metadata_size", _MAX_METADATA_BYTES),
         ]
     )
     server.add_generic_rpc_handlers((service_handler(calls),))

@@ -12,6 +12,7 @@ ConnectApp's own wrapper makes it on other servers (connect.py).
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 # A body that announces at most this many bytes is read in one await; a
@@ -25,12 +26,23 @@ READ_WHOLE_MAX = 1 << 20
 # meet a reset connection and lose the answer with it.
 DRAIN_MAX = 16 << 20
 
+# The answer to a body that did not arrive in time: Connect's error for a
+# deadline, before the app has the message.
+_LATE_BODY_STATUS = 504
+
+
+def _late_body(timeout_s: float) -> bytes:
+    message = f"the request body did not arrive within {timeout_s:g} s"
+    return json.dumps({"code": "deadline_exceeded", "message": message}).encode()
+
 
 class AsgiOverRsgi:
-    __slots__ = ("_app",)
+    __slots__ = ("_app", "_body_timeout_s")
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, body_timeout_s: float = 10.0) -> None:
         self._app = app
+        # From the app's first read of the body to its last byte.
+        self._body_timeout_s = body_timeout_s
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         if scope.proto != "http":
@@ -54,7 +66,12 @@ class AsgiOverRsgi:
         # A GET or HEAD carries no body (Connect GET has its message in the
         # URL): nothing to drain, and no await for it.
         bodiless = scope.method in ("GET", "HEAD")
-        call = _Call(protocol, _announced_length(scope.headers.get("content-length")), drained=bodiless)
+        call = _Call(
+            protocol,
+            _announced_length(scope.headers.get("content-length")),
+            self._body_timeout_s,
+            drained=bodiless,
+        )
         try:
             await self._app(asgi_scope, call.receive, call.send)
         finally:
@@ -68,7 +85,10 @@ def _announced_length(value: str | None) -> int | None:
 class _Call:
     __slots__ = (
         "_announced",
+        "_answered",
+        "_body_deadline",
         "_body_done",
+        "_body_timeout_s",
         "_chunks",
         "_drained",
         "_headers",
@@ -77,9 +97,14 @@ class _Call:
         "_status",
     )
 
-    def __init__(self, protocol: Any, announced: int | None, *, drained: bool = False) -> None:
+    def __init__(
+        self, protocol: Any, announced: int | None, body_timeout_s: float, *, drained: bool = False
+    ) -> None:
         self._protocol = protocol
         self._announced = announced
+        self._body_timeout_s = body_timeout_s
+        self._body_deadline: float | None = None
+        self._answered = False
         self._body_done = False
         self._drained = drained
         self._chunks: Any = None  # the body's chunks, when it is streamed
@@ -90,21 +115,40 @@ class _Call:
     async def receive(self) -> dict[str, Any]:
         if self._body_done:
             await asyncio.get_running_loop().create_future()  # never set: ends by cancellation
+        if self._body_deadline is None:
+            self._body_deadline = asyncio.get_running_loop().time() + self._body_timeout_s
         try:
-            if self._chunks is None and self._announced is not None and self._announced <= READ_WHOLE_MAX:
-                self._body_done = True
-                return {"type": "http.request", "body": await self._protocol(), "more_body": False}
-            if self._chunks is None:
-                self._chunks = self._protocol.__aiter__()
-            try:
-                chunk = await self._chunks.__anext__()
-            except StopAsyncIteration:
-                self._body_done = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            return {"type": "http.request", "body": chunk, "more_body": True}
+            async with asyncio.timeout_at(self._body_deadline):
+                return await self._read()
         except RuntimeError:  # granian's RSGIProtocolClosed and RSGIProtocolError: the client left
             self._body_done = True
             return {"type": "http.disconnect"}
+        except TimeoutError:
+            # Answered here, since the app cannot tell a late body from a
+            # client that left; what it sends after is dropped.
+            self._body_done = self._drained = True
+            self._answer(
+                _LATE_BODY_STATUS, [("content-type", "application/json")], _late_body(self._body_timeout_s)
+            )
+            return {"type": "http.disconnect"}
+
+    async def _read(self) -> dict[str, Any]:
+        if self._chunks is None and self._announced is not None and self._announced <= READ_WHOLE_MAX:
+            self._body_done = True
+            return {"type": "http.request", "body": await self._protocol(), "more_body": False}
+        if self._chunks is None:
+            self._chunks = self._protocol.__aiter__()
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._body_done = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        if not self._answered:
+            self._answered = True
+            self._protocol.response_bytes(status, headers, body)
 
     async def drain(self) -> None:
         if self._body_done or self._drained:
@@ -113,10 +157,12 @@ class _Call:
         if self._chunks is None:
             self._chunks = self._protocol.__aiter__()
         left = DRAIN_MAX
+        loop = asyncio.get_running_loop()
         try:
-            while left > 0:
-                left -= len(await self._chunks.__anext__())
-        except (StopAsyncIteration, RuntimeError):  # the end, or the client left
+            async with asyncio.timeout_at(self._body_deadline or loop.time() + self._body_timeout_s):
+                while left > 0:
+                    left -= len(await self._chunks.__anext__())
+        except (StopAsyncIteration, RuntimeError, TimeoutError):  # the end, the client left, or too slow
             pass
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -133,4 +179,4 @@ class _Call:
                 return
             if self._parts:
                 body = b"".join((*self._parts, body))
-            self._protocol.response_bytes(self._status, self._headers, body)
+            self._answer(self._status, self._headers, body)
