@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install gen check-gen lint breaking test run bench bench-rewrap bench-ab clean
+.PHONY: install gen check-gen lint breaking test run bench bench-rewrap bench-ab bench-idle clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ run: install
 # h2load and wrk from Debian's packages when missing.
 bench: install
 	$(PY) -m bench.service
+
+# Calls' p99 with 2,000 idle and 200 trickling connections a port, against none.
+bench-idle: install
+	$(PY) -m bench.idle_connections
 
 # Online rewrap rows/s next to a plain batched UPDATE of the same rows.
 bench-rewrap: install

@@ -194,10 +194,15 @@ async def test_plaintext_http2_is_refused_by_default(running: Running, admin_key
 
 
 async def test_oversized_headers_are_refused_on_http1(running: Running, admin_key: str) -> None:
+    """Refused before the app sees them: answered 431, or (when the server
+    stops reading while the client still sends) the connection is cut."""
     async with httpx.AsyncClient(base_url=running.http_url) as client:
-        response = await client.post(
-            f"/{SERVICE}/{CREATE}",
-            content=b"{}",
-            headers={"content-type": "application/json", "x-filler": "x" * (200 << 10)},
-        )
+        try:
+            response = await client.post(
+                f"/{SERVICE}/{CREATE}",
+                content=b"{}",
+                headers={"content-type": "application/json", "x-filler": "x" * (200 << 10)},
+            )
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            return
     assert response.status_code == 431

@@ -1,0 +1,154 @@
+"""`python -m bench.idle_connections`: calls' p99 with and without 2,000
+idle connections on each port, and with 200 that trickle their headers a
+byte a second, in one sitting (rounds alternating), printed as ratios.
+
+Idle ones are opened by this process and sit; trickling ones are fed by a
+thread. Loopback only, bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import resource
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.fixture import Fixture, Service, seed, service, setup
+from bench.load_tools import ensure_tools
+from bench.runs import run_once
+from hostauth.crypto.keyring import generate_keyring_json
+from hostauth.runtime.embedded_pg import EmbeddedPostgres
+
+ROWS = (("GetValue", "connect-proto"), ("GetValue", "grpc"), ("Create", "connect-proto"), ("Create", "grpc"))
+
+
+@contextlib.contextmanager
+def _idle(ports: tuple[int, ...], count: int) -> Iterator[list[socket.socket]]:
+    opened: list[socket.socket] = []
+    try:
+        for port in ports:
+            opened += [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+        yield opened
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+@contextlib.contextmanager
+def _trickling(ports: tuple[int, ...], count: int) -> Iterator[None]:
+    """Connections sending a request's head a byte a second; each one the
+    server closes is opened again, so `count` trickle throughout."""
+    head = b"POST /x HTTP/1.1\r\nHost: x\r\n" + b"x-pad: " + b"y" * 4096
+    stop = threading.Event()
+
+    def feed(port: int) -> None:
+        socks: list[tuple[socket.socket, int]] = []
+        while not stop.is_set():
+            while len(socks) < count:
+                with contextlib.suppress(OSError):
+                    socks.append((socket.create_connection(("127.0.0.1", port), timeout=1), 0))
+            kept = []
+            for sock, sent in socks:
+                try:
+                    sock.send(head[sent % len(head) : sent % len(head) + 1])
+                    kept.append((sock, sent + 1))
+                except OSError:
+                    sock.close()
+            socks = kept
+            stop.wait(1.0)
+        for sock, _ in socks:
+            sock.close()
+
+    threads = [threading.Thread(target=feed, args=(port,), daemon=True) for port in ports]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+
+
+def _p99s(svc: Service, fixture: Fixture, clients: int, seconds: float) -> dict[tuple[str, str], float]:
+    found = {}
+    for method, transport in ROWS:
+        result = run_once(svc, fixture, method, transport, clients, seconds)
+        if result.errors:
+            raise SystemExit(f"{method} {transport}: {result.errors} errors")
+        found[method, transport] = result.p99_ms
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--idle", type=int, default=2000, help="idle connections per port")
+    parser.add_argument("--trickling", type=int, default=200, help="trickling connections per port")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * (args.idle + args.trickling) + 1024
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    ensure_tools()
+    folder = Path(tempfile.mkdtemp(prefix="hostauth-bench-idle-"))
+    folder.chmod(0o755)
+    pg = None
+    admin = os.environ.get("DATABASE_URL")
+    if not admin:
+        pg = EmbeddedPostgres(folder / "pgdata", fsync=True)
+        admin = pg.start()
+    try:
+        fixture = asyncio.run(setup(admin))
+        with service(fixture, generate_keyring_json("bench-1"), args.workers, folder) as svc:
+            seed(svc, fixture)
+            ports = (svc.http, svc.grpc)
+            p99: dict[str, list[dict[tuple[str, str], float]]] = {"none": [], "idle": [], "trickling": []}
+            for r in range(args.rounds):
+                order = ["none", "idle", "trickling"] if r % 2 == 0 else ["trickling", "idle", "none"]
+                for case in order:
+                    if case == "none":
+                        p99[case].append(_p99s(svc, fixture, args.clients, args.seconds))
+                    elif case == "idle":
+                        with _idle(ports, args.idle):
+                            time.sleep(1)
+                            p99[case].append(_p99s(svc, fixture, args.clients, args.seconds))
+                    else:
+                        with _trickling(ports, args.trickling):
+                            time.sleep(2)
+                            p99[case].append(_p99s(svc, fixture, args.clients, args.seconds))
+                print(f"round {r + 1} of {args.rounds} done", flush=True)
+        print(
+            f"\np99 ms at c={args.clients}, {args.workers} worker(s); {args.idle} idle and"
+            f" {args.trickling} trickling connections a port; median of {args.rounds} rounds:"
+        )
+        print(
+            f"{'method':8} {'transport':14} {'none':>7} {'idle':>7} {'ratio':>6} {'trickle':>7} {'ratio':>6}"
+        )
+        for row in ROWS:
+            base, idle, trickle = (statistics.median(run[row] for run in p99[c]) for c in p99)
+            print(
+                f"{row[0]:8} {row[1]:14} {base:7.2f} {idle:7.2f} {idle / base:6.2f}"
+                f" {trickle:7.2f} {trickle / base:6.2f}",
+                flush=True,
+            )
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+if __name__ == "__main__":
+    main()
