@@ -71,11 +71,8 @@ async def serve_granian(
 
     host, port = sock.getsockname()[:2]
     sock.close()  # never listened on; granian binds the port itself (SO_REUSEPORT on Linux)
-    target, interface = (
-        (AsgiOverRsgi(app, body_timeout_s=limits.body_timeout_s), Interfaces.RSGI)
-        if native
-        else (app, Interfaces.ASGINL)
-    )
+    bridge = AsgiOverRsgi(app, body_timeout_s=limits.body_timeout_s) if native else None
+    target, interface = (bridge, Interfaces.RSGI) if bridge is not None else (app, Interfaces.ASGINL)
     server = Server(
         target,
         address=host,
@@ -108,6 +105,9 @@ async def serve_granian(
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await serving
+    finally:
+        if bridge is not None:
+            await bridge.close()
 
 
 # The signature every HTTP server under the Connect app has (bench/http_servers.py).

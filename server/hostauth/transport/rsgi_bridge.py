@@ -12,6 +12,7 @@ ConnectApp's own wrapper makes it on other servers (connect.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -36,13 +37,63 @@ def _late_body(timeout_s: float) -> bytes:
     return json.dumps({"code": "deadline_exceeded", "message": message}).encode()
 
 
+_SWEEP_S = 0.25  # how often body reads are checked against their deadline
+
+
+class _BodyReads:
+    """The body reads in flight and the deadline of each, checked a few
+    times a second by one task that cancels the late ones: a timer per read
+    (asyncio.timeout) costs a visible share of a cheap call, this a dict
+    entry."""
+
+    __slots__ = ("_reads", "_sweeper", "timeout_s")
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._reads: dict[asyncio.Task[Any], tuple[float, _Call]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def begin(self, call: _Call, deadline: float) -> asyncio.Task[Any] | None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._reads[task] = (deadline, call)
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        return task
+
+    def end(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            self._reads.pop(task, None)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_SWEEP_S)
+            now = loop.time()
+            late = [(task, call) for task, (deadline, call) in self._reads.items() if now >= deadline]
+            for task, call in late:
+                del self._reads[task]
+                call.late = True
+                task.cancel()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+
 class AsgiOverRsgi:
-    __slots__ = ("_app", "_body_timeout_s")
+    __slots__ = ("_app", "_body_reads")
 
     def __init__(self, app: Any, *, body_timeout_s: float = 10.0) -> None:
         self._app = app
         # From the app's first read of the body to its last byte.
-        self._body_timeout_s = body_timeout_s
+        self._body_reads = _BodyReads(body_timeout_s)
+
+    async def close(self) -> None:
+        await self._body_reads.close()
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         if scope.proto != "http":
@@ -69,7 +120,7 @@ class AsgiOverRsgi:
         call = _Call(
             protocol,
             _announced_length(scope.headers.get("content-length")),
-            self._body_timeout_s,
+            self._body_reads,
             drained=bodiless,
         )
         try:
@@ -88,21 +139,23 @@ class _Call:
         "_answered",
         "_body_deadline",
         "_body_done",
-        "_body_timeout_s",
+        "_body_reads",
         "_chunks",
         "_drained",
         "_headers",
         "_parts",
         "_protocol",
         "_status",
+        "late",
     )
 
     def __init__(
-        self, protocol: Any, announced: int | None, body_timeout_s: float, *, drained: bool = False
+        self, protocol: Any, announced: int | None, body_reads: _BodyReads, *, drained: bool = False
     ) -> None:
         self._protocol = protocol
         self._announced = announced
-        self._body_timeout_s = body_timeout_s
+        self._body_reads = body_reads
+        self.late = False  # the body's deadline passed (set by _BodyReads)
         self._body_deadline: float | None = None
         self._answered = False
         self._body_done = False
@@ -115,22 +168,28 @@ class _Call:
     async def receive(self) -> dict[str, Any]:
         if self._body_done:
             await asyncio.get_running_loop().create_future()  # never set: ends by cancellation
+        reads = self._body_reads
         if self._body_deadline is None:
-            self._body_deadline = asyncio.get_running_loop().time() + self._body_timeout_s
+            self._body_deadline = asyncio.get_running_loop().time() + reads.timeout_s
+        task = reads.begin(self, self._body_deadline)
         try:
-            async with asyncio.timeout_at(self._body_deadline):
-                return await self._read()
+            return await self._read()
         except RuntimeError:  # granian's RSGIProtocolClosed and RSGIProtocolError: the client left
             self._body_done = True
             return {"type": "http.disconnect"}
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not self.late or task is None:
+                raise
+            task.uncancel()  # the cancel was ours, not the caller's
             # Answered here, since the app cannot tell a late body from a
             # client that left; what it sends after is dropped.
             self._body_done = self._drained = True
             self._answer(
-                _LATE_BODY_STATUS, [("content-type", "application/json")], _late_body(self._body_timeout_s)
+                _LATE_BODY_STATUS, [("content-type", "application/json")], _late_body(reads.timeout_s)
             )
             return {"type": "http.disconnect"}
+        finally:
+            reads.end(task)
 
     async def _read(self) -> dict[str, Any]:
         if self._chunks is None and self._announced is not None and self._announced <= READ_WHOLE_MAX:
@@ -157,13 +216,20 @@ class _Call:
         if self._chunks is None:
             self._chunks = self._protocol.__aiter__()
         left = DRAIN_MAX
-        loop = asyncio.get_running_loop()
+        reads = self._body_reads
+        deadline = self._body_deadline or asyncio.get_running_loop().time() + reads.timeout_s
+        task = reads.begin(self, deadline)
         try:
-            async with asyncio.timeout_at(self._body_deadline or loop.time() + self._body_timeout_s):
-                while left > 0:
-                    left -= len(await self._chunks.__anext__())
-        except (StopAsyncIteration, RuntimeError, TimeoutError):  # the end, the client left, or too slow
+            while left > 0:
+                left -= len(await self._chunks.__anext__())
+        except (StopAsyncIteration, RuntimeError):  # the end, or the client left
             pass
+        except asyncio.CancelledError:
+            if not self.late or task is None:
+                raise
+            task.uncancel()  # too slow: what is left is not read
+        finally:
+            reads.end(task)
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
