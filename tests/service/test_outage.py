@@ -5,60 +5,27 @@ per call."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from uuid import uuid4
+from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
 import pytest
 
-from hostauth.auth.jwt_verifier import JwtSettings, JwtVerifier
-from hostauth.core.cursor import CursorCodec
-from hostauth.core.service import HostAuthService
 from hostauth.crypto import Sealer
 from hostauth.errors import DATABASE_UNAVAILABLE
 from hostauth.runtime.embedded_pg import EmbeddedPostgres
-from hostauth.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key
-from hostauth.vault import EncryptedTokens
+from hostauth.store import close_pool
 from tests.support.db import create_database
-from tests.support.jwts import AUDIENCE, ISSUER, Issuer
+from tests.support.jwts import Issuer
 from tests.support.lifecycle import create, delete, get, get_value, list_page, update
-from tests.support.own_postgres import own_postgres
-from tests.support.serving import serving
-from tests.support.wire import ConnectWire, GrpcWire, RpcError, Wire
+from tests.support.own_postgres import own_postgres, served_with_jwt
+from tests.support.wire import RpcError, Wire
 
 
 @pytest.fixture(name="own_postgres")
 def _own_postgres() -> Iterator[EmbeddedPostgres]:
     with own_postgres() as pg:
         yield pg
-
-
-@contextlib.asynccontextmanager
-async def _served(
-    dsn: str, sealer: Sealer, jwt_issuer: Issuer, *, timeout_s: float = 10.0
-) -> AsyncIterator[list[Wire]]:
-    """The service on dsn, and a client on each wire."""
-    pool = await connect_pool(dsn, timeout_s=timeout_s)
-    core = HostAuthService(EncryptedTokens(TokenStore(pool), sealer), CursorCodec(await cursor_key(pool)))
-    # A JWT needs no database to check, so every call gets as far as the core.
-    jwt = JwtVerifier(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=jwt_issuer.jwks_file))
-    credential = jwt_issuer.token(uuid4(), "PRINCIPAL_SERVICE_ACCOUNT", scope="secrets:read")
-    try:
-        async with serving(core, ApiKeyStore(pool), dsn, jwt=jwt) as running:
-            wires: list[Wire] = [
-                GrpcWire(str(running.grpc), credential),
-                ConnectWire(running.http_url, "json", credential=credential),
-                ConnectWire(running.http_url, "proto", credential=credential),
-            ]
-            try:
-                yield wires
-            finally:
-                for wire in wires:
-                    await wire.close()  # type: ignore[attr-defined]
-    finally:
-        pool.terminate()
 
 
 async def _unavailable(wire: Wire, name: str, call: Callable[[Wire], Awaitable[object]]) -> None:
@@ -72,7 +39,7 @@ async def test_every_method_on_every_wire_answers_unavailable(
     own_postgres: EmbeddedPostgres, sealer: Sealer, jwt_issuer: Issuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     pg = own_postgres
-    async with _served(await create_database(pg.dsn), sealer, jwt_issuer) as wires:
+    async with served_with_jwt(await create_database(pg.dsn), sealer, jwt_issuer) as wires:
         token_id = (await create(wires[0])).id
         pg.stop()
         calls: dict[str, Callable[[Wire], Awaitable[object]]] = {
@@ -99,7 +66,7 @@ async def test_a_statement_held_up_past_the_timeout_answers_unavailable(
     """A database that takes no calls but does not refuse them either (a
     lock held, a stalled disk) failed nothing: calls waited for ever."""
     dsn = await create_database(admin_dsn)
-    async with _served(dsn, sealer, jwt_issuer, timeout_s=0.5) as wires:
+    async with served_with_jwt(dsn, sealer, jwt_issuer, timeout_s=0.5) as wires:
         token_id = (await create(wires[0])).id
         blocker = await asyncpg.connect(dsn)
         try:

@@ -174,6 +174,22 @@ class EmbeddedPostgres:
             self._socket_dir = None
         atexit.unregister(self.stop)
 
+    def standby(self, data_dir: Path) -> EmbeddedPostgres:
+        """A streaming standby of this running server in `data_dir` (a new
+        folder), copied with pg_basebackup and set to follow it (-R); not
+        started."""
+        if self._socket_dir is None:
+            raise RuntimeError("the embedded PostgreSQL server is not started")
+        other = EmbeddedPostgres(data_dir, fsync=self.fsync)
+        other._prepare_data_dir(binaries_dir())
+        args = [
+            str(binaries_dir() / "pg_basebackup"),
+            "-h", str(self._socket_dir), "-p", str(PORT), "-U", "postgres",
+            "-D", str(other.data_dir), "-R", "--checkpoint=fast", "--wal-method=stream",
+        ]  # fmt: skip
+        subprocess.run(args, check=True, capture_output=True, timeout=120, **self._credentials())  # noqa: S603
+        return other
+
     def __enter__(self) -> EmbeddedPostgres:
         self.start()
         return self
@@ -333,7 +349,8 @@ class EmbeddedPostgres:
                 lines = pid_file.read_text().splitlines()
             except FileNotFoundError:
                 lines = []
-            if len(lines) >= 8 and lines[0] == str(proc.pid) and lines[7].strip() == "ready":
+            # A standby says "standby" once it accepts read-only connections.
+            if len(lines) >= 8 and lines[0] == str(proc.pid) and lines[7].strip() in ("ready", "standby"):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(
