@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 5.0
 
 
+# After the grace, for granian to stop once the calls still reading are answered.
+_END_WAIT_S = 1.0
+
 # Connections waiting to be accepted, beyond those a worker serves.
 _BACKLOG = 1024
 
@@ -101,10 +104,20 @@ async def serve_granian(
     try:
         await asyncio.wait_for(asyncio.shield(serving), SHUTDOWN_GRACE_S)
     except TimeoutError:
-        log.warning("HTTP calls still open after %g s; ending them", SHUTDOWN_GRACE_S)
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
+        # Calls still reading their bodies are answered (unavailable) and
+        # their connections closed, so that granian finishes its own stop;
+        # cancelling it mid-way leaves its shutdown callback to fail.
+        ended = bridge.end_reads() if bridge is not None else 0
+        try:
+            await asyncio.wait_for(asyncio.shield(serving), _END_WAIT_S)
+            log.info(
+                "stopped %d HTTP call(s) still sending their requests after %g s", ended, SHUTDOWN_GRACE_S
+            )
+        except TimeoutError:
+            log.warning("HTTP calls still open after %g s; ending them", SHUTDOWN_GRACE_S + _END_WAIT_S)
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
     finally:
         if bridge is not None:
             await bridge.close()

@@ -16,6 +16,8 @@ import contextlib
 import json
 from typing import Any
 
+from hostauth.transport.calls import STOPPED_MID_CALL
+
 # A body that announces at most this many bytes is read in one await; a
 # longer one, or one of no announced length, is handed over chunk by chunk, so
 # that connectrpc refuses an oversized message as it arrives.
@@ -27,14 +29,22 @@ READ_WHOLE_MAX = 1 << 20
 # meet a reset connection and lose the answer with it.
 DRAIN_MAX = 16 << 20
 
-# The answer to a body that did not arrive in time: Connect's error for a
-# deadline, before the app has the message.
-_LATE_BODY_STATUS = 504
+# The answers to a body still being read when its deadline passes, or when
+# the stop's grace is out: Connect errors, before the app has the message.
+_LATE = "late"
+_STOPPED = "stopped"
 
 
-def _late_body(timeout_s: float) -> bytes:
-    message = f"the request body did not arrive within {timeout_s:g} s"
-    return json.dumps({"code": "deadline_exceeded", "message": message}).encode()
+def _connect_error(code: str, message: str) -> bytes:
+    return json.dumps({"code": code, "message": message}).encode()
+
+
+def _ended_answer(reason: str, timeout_s: float) -> tuple[int, bytes]:
+    if reason == _LATE:
+        return 504, _connect_error(
+            "deadline_exceeded", f"the request body did not arrive within {timeout_s:g} s"
+        )
+    return 503, _connect_error("unavailable", STOPPED_MID_CALL)
 
 
 _SWEEP_S = 0.25  # how often body reads are checked against their deadline
@@ -73,8 +83,16 @@ class _BodyReads:
             late = [(task, call) for task, (deadline, call) in self._reads.items() if now >= deadline]
             for task, call in late:
                 del self._reads[task]
-                call.late = True
+                call.ended = _LATE
                 task.cancel()
+
+    def end_all(self) -> int:
+        """End every read in flight (the stop's grace is out); how many."""
+        reads, self._reads = self._reads, {}
+        for task, (_, call) in reads.items():
+            call.ended = _STOPPED
+            task.cancel()
+        return len(reads)
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -91,6 +109,11 @@ class AsgiOverRsgi:
         self._app = app
         # From the app's first read of the body to its last byte.
         self._body_reads = _BodyReads(body_timeout_s)
+
+    def end_reads(self) -> int:
+        """Answer every call still reading its body `unavailable`, so the
+        server can close their connections and stop; how many."""
+        return self._body_reads.end_all()
 
     async def close(self) -> None:
         await self._body_reads.close()
@@ -146,7 +169,7 @@ class _Call:
         "_parts",
         "_protocol",
         "_status",
-        "late",
+        "ended",
     )
 
     def __init__(
@@ -155,7 +178,7 @@ class _Call:
         self._protocol = protocol
         self._announced = announced
         self._body_reads = body_reads
-        self.late = False  # the body's deadline passed (set by _BodyReads)
+        self.ended: str | None = None  # why _BodyReads cancelled the read: _LATE or _STOPPED
         self._body_deadline: float | None = None
         self._answered = False
         self._body_done = False
@@ -178,15 +201,14 @@ class _Call:
             self._body_done = True
             return {"type": "http.disconnect"}
         except asyncio.CancelledError:
-            if not self.late or task is None:
+            if self.ended is None or task is None:
                 raise
             task.uncancel()  # the cancel was ours, not the caller's
-            # Answered here, since the app cannot tell a late body from a
-            # client that left; what it sends after is dropped.
+            # Answered here, since the app cannot tell this from a client
+            # that left; what it sends after is dropped.
             self._body_done = self._drained = True
-            self._answer(
-                _LATE_BODY_STATUS, [("content-type", "application/json")], _late_body(reads.timeout_s)
-            )
+            status, body = _ended_answer(self.ended, reads.timeout_s)
+            self._answer(status, [("content-type", "application/json")], body)
             return {"type": "http.disconnect"}
         finally:
             reads.end(task)
@@ -225,9 +247,9 @@ class _Call:
         except (StopAsyncIteration, RuntimeError):  # the end, or the client left
             pass
         except asyncio.CancelledError:
-            if not self.late or task is None:
+            if self.ended is None or task is None:
                 raise
-            task.uncancel()  # too slow: what is left is not read
+            task.uncancel()  # too slow, or stopping: what is left is not read
         finally:
             reads.end(task)
 
