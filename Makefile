@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install gen check-gen lint breaking test run bench bench-rewrap bench-ab bench-idle clean
+.PHONY: install gen check-gen lint breaking test run bench bench-rewrap bench-ab bench-idle chaos clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ run: install
 # h2load and wrk from Debian's packages when missing.
 bench: install
 	$(PY) -m bench.service
+
+# Faults under load, and a table of what each did; exits 1 on a loss, an internal or a dead worker.
+chaos: install
+	$(PY) -m bench.chaos
 
 # Calls' p99 with 2,000 idle and 200 trickling connections a port, against none.
 bench-idle: install

@@ -153,13 +153,14 @@ class EmbeddedPostgres:
                 **self._credentials(),
             )
 
-    def stop(self, *, keep_address: bool = False) -> None:
-        """Fast shutdown; waits for the server to exit. Safe to call again.
-        With keep_address, the next start() listens where this one did (the
-        same DSN), as a database restarted by its operator would."""
+    def stop(self, *, keep_address: bool = False, immediate: bool = False) -> None:
+        """Fast shutdown (immediate: as after a crash, recovery at the next
+        start); waits for the server to exit. Safe to call again. With
+        keep_address, the next start() listens where this one did (the same
+        DSN), as a database restarted by its operator would."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGQUIT if immediate else signal.SIGINT)
             try:
                 proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
