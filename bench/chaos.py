@@ -17,6 +17,7 @@ import collections
 import contextlib
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -37,6 +38,7 @@ from hostauth.crypto.keyring import generate_keyring_json
 from hostauth.runtime.embedded_pg import EmbeddedPostgres
 
 WORKERS = 2
+SOAK_S = 20.0
 DB_TIMEOUT_S = 3.0  # the service's HOSTAUTH_DB_TIMEOUT_S here, so a held lock outlives it quickly
 
 
@@ -187,6 +189,41 @@ class Chaos:
         with _trickling((self.svc.http, self.svc.grpc), 200):
             await asyncio.sleep(3.0)
 
+    async def malformed_requests(self) -> None:
+        """Bodies that do not decode, oversized ones, and bytes that are not
+        HTTP, on every wire; each must be refused without an internal."""
+        auth = {"authorization": f"Bearer {self.fixture.key}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.svc.http}", timeout=15) as http:
+            for kind, body in (
+                ("application/proto", b"\xff\xff\xff"),
+                ("application/json", b"{not json"),
+                ("application/json", b'{"runnerId": 7}'),
+                ("application/proto", b"\x00" * (2 << 20)),
+            ):
+                for _ in range(20):
+                    response = await http.post(
+                        f"/{CREATE}", content=body, headers={"content-type": kind, **auth}
+                    )
+                    code = response.json().get("code") if response.content else response.status_code
+                    if code == "internal" or response.status_code >= 500:
+                        raise SystemExit(f"a malformed {kind} body answered {response.status_code} {code}")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.svc.grpc}") as channel:
+            raw = channel.unary_unary(f"/{CREATE}", request_serializer=None, response_deserializer=None)
+            for payload in (b"\xff\xff\xff", b"\x00" * (2 << 20)):
+                for _ in range(20):
+                    try:
+                        await raw(payload, metadata=(("authorization", auth["authorization"]),), timeout=15)
+                    except grpc.aio.AioRpcError as exc:
+                        if exc.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+                            raise SystemExit(f"a malformed gRPC message answered {exc.code()}") from None
+        for port in (self.svc.http, self.svc.grpc):
+            for _ in range(20):
+                with socket.create_connection(("127.0.0.1", port)) as sock:
+                    sock.sendall(b"\x16\x03\x01 not a protocol at all\r\n\r\n")
+
+    async def soak(self) -> None:
+        await asyncio.sleep(SOAK_S)
+
 
 async def _lost(dsn: str, acknowledged: list[str]) -> tuple[int, int]:
     """Acknowledged Creates absent from the tokens, and from the audit trail."""
@@ -252,6 +289,8 @@ async def _main(pg: EmbeddedPostgres, fixture: Fixture, svc: Service, only: list
         Scenario("SIGKILL a worker, database out", chaos.sigkill_a_worker_during_an_outage),
         Scenario("2,000 idle connections a port", chaos.idle_connections),
         Scenario("200 trickling connections a port", chaos.trickling_connections),
+        Scenario("malformed and oversized requests", chaos.malformed_requests),
+        Scenario(f"soak, {SOAK_S:g} s", chaos.soak),
     ]
     header = ["scenario", "calls", "acked", "lost rows/audit", "failed by code", "internal",
               "first success s", "workers MiB/files before", "after"]  # fmt: skip
@@ -263,6 +302,16 @@ async def _main(pg: EmbeddedPostgres, fixture: Fixture, svc: Service, only: list
         rows.append(row + ([] if ok else ["FAILED"]))
         all_ok &= ok
         print(f"{scenario.name}: {'ok' if ok else 'FAILED'}", flush=True)
+    for row in rows:
+        if row[0].startswith("soak"):
+            grown = sum(
+                int(a.split("/")[0]) - int(b.split("/")[0])
+                for a, b in zip(row[8].split(), row[7].split(), strict=False)
+            )
+            print(
+                f"soak: the workers grew {grown} MiB together over {row[1]} calls"
+                f" ({grown * 100_000 / max(int(row[1]), 1):.1f} MiB per 100,000 calls)"
+            )
     print("\n| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
     for row in rows:
