@@ -19,17 +19,14 @@ import argparse
 import asyncio
 import os
 import shlex
-import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
-from bench.fixture import seed, service, setup
+from bench.fixture import database_server, seed, service, setup
 from bench.load_tools import ensure_tools
 from bench.runs import run_once
 from bench.service import settle
 from hostauth.crypto.keyring import generate_keyring_json
-from hostauth.runtime.embedded_pg import EmbeddedPostgres
 
 ROWS = (
     ("GetValue", "connect-proto"),
@@ -64,14 +61,7 @@ def main() -> None:
     other = args.against.resolve()
     ensure_tools()
     keyring = generate_keyring_json("bench-1")
-    folder = Path(tempfile.mkdtemp(prefix="hostauth-bench-ab-"))
-    folder.chmod(0o755)
-    pg = None
-    admin = os.environ.get("DATABASE_URL")
-    if not admin:
-        pg = EmbeddedPostgres(folder / "pgdata", fsync=True)
-        admin = pg.start()
-    try:
+    with database_server("hostauth-bench-ab-") as (admin, folder):
         fixture = asyncio.run(setup(admin))
         command = [
             str(other / part) if part.startswith(".venv/") else part
@@ -115,10 +105,6 @@ def main() -> None:
                 f"  {statistics.median(pairs):.3f} ({min(pairs):.2f}-{max(pairs):.2f})",
                 flush=True,
             )
-    finally:
-        if pg is not None:
-            pg.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -18,9 +20,27 @@ from pathlib import Path
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.auth.api_keys import hash_api_key, new_api_key
+from hostauth.runtime.embedded_pg import EmbeddedPostgres
 from hostauth.store import ApiKeyStore, connect_pool
 from tests.support.db import create_database
 from tests.support.processes import ROOT, free_port
+
+
+@contextmanager
+def database_server(prefix: str) -> Iterator[tuple[str, Path]]:
+    """DATABASE_URL's server, else a private embedded one (durable: fsync on,
+    as in production), and a folder for the run's files; both gone after."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)  # reachable by the unprivileged user PostgreSQL runs as under root
+    try:
+        admin = os.environ.get("DATABASE_URL")
+        if admin:
+            yield admin, folder
+        else:
+            with EmbeddedPostgres(folder / "pgdata", fsync=True) as pg:
+                yield pg.dsn, folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass

@@ -15,17 +15,14 @@ import os
 import resource
 import socket
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-from bench.fixture import Fixture, Service, seed, service, setup
+from bench.fixture import Fixture, Service, database_server, seed, service, setup
 from bench.load_tools import ensure_tools
 from bench.runs import run_once
 from hostauth.crypto.keyring import generate_keyring_json
-from hostauth.runtime.embedded_pg import EmbeddedPostgres
 
 ROWS = (("GetValue", "connect-proto"), ("GetValue", "grpc"), ("Create", "connect-proto"), ("Create", "grpc"))
 
@@ -104,14 +101,7 @@ def main() -> None:
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
     ensure_tools()
-    folder = Path(tempfile.mkdtemp(prefix="hostauth-bench-idle-"))
-    folder.chmod(0o755)
-    pg = None
-    admin = os.environ.get("DATABASE_URL")
-    if not admin:
-        pg = EmbeddedPostgres(folder / "pgdata", fsync=True)
-        admin = pg.start()
-    try:
+    with database_server("hostauth-bench-idle-") as (admin, folder):
         fixture = asyncio.run(setup(admin))
         with service(fixture, generate_keyring_json("bench-1"), args.workers, folder) as svc:
             seed(svc, fixture)
@@ -145,9 +135,6 @@ def main() -> None:
                 f" {trickle:7.2f} {trickle / base:6.2f}",
                 flush=True,
             )
-    finally:
-        if pg is not None:
-            pg.stop()
 
 
 if __name__ == "__main__":
