@@ -2,8 +2,9 @@
 idle connections on each port, and with 200 that trickle their headers a
 byte a second, in one sitting (rounds alternating), printed as ratios.
 
-Idle ones are opened by this process and sit; trickling ones are fed by a
-thread. Loopback only, bounded in count and time.
+Both kinds are held by threads of this process, which open again the ones
+the server closes (its header timeout), so the count holds throughout.
+Loopback only, bounded in count and time.
 """
 
 from __future__ import annotations
@@ -28,15 +29,45 @@ ROWS = (("GetValue", "connect-proto"), ("GetValue", "grpc"), ("Create", "connect
 
 
 @contextlib.contextmanager
-def _idle(ports: tuple[int, ...], count: int) -> Iterator[list[socket.socket]]:
-    opened: list[socket.socket] = []
-    try:
-        for port in ports:
-            opened += [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
-        yield opened
-    finally:
-        for sock in opened:
+def _idle(ports: tuple[int, ...], count: int) -> Iterator[None]:
+    """`count` connections a port that send nothing, held throughout: each
+    one the server closes (its header timeout) is opened again."""
+    stop = threading.Event()
+
+    def hold(port: int) -> None:
+        socks: list[socket.socket] = []
+        while not stop.is_set():
+            while len(socks) < count and not stop.is_set():
+                with contextlib.suppress(OSError):
+                    sock = socket.create_connection(("127.0.0.1", port), timeout=1)
+                    sock.setblocking(False)
+                    socks.append(sock)
+            kept = []
+            for sock in socks:
+                try:
+                    closed = sock.recv(1) == b""
+                except BlockingIOError:
+                    closed = False
+                except OSError:
+                    closed = True
+                if closed:
+                    sock.close()
+                else:
+                    kept.append(sock)
+            socks = kept
+            stop.wait(0.5)
+        for sock in socks:
             sock.close()
+
+    threads = [threading.Thread(target=hold, args=(port,), daemon=True) for port in ports]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
 
 
 @contextlib.contextmanager
@@ -114,7 +145,7 @@ def main() -> None:
                         p99[case].append(_p99s(svc, fixture, args.clients, args.seconds))
                     elif case == "idle":
                         with _idle(ports, args.idle):
-                            time.sleep(1)
+                            time.sleep(2)
                             p99[case].append(_p99s(svc, fixture, args.clients, args.seconds))
                     else:
                         with _trickling(ports, args.trickling):
