@@ -18,7 +18,7 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from bench.fixture import Fixture, Service, database_server, seed, service, setup
 from bench.load_tools import ensure_tools
@@ -29,34 +29,29 @@ ROWS = (("GetValue", "connect-proto"), ("GetValue", "grpc"), ("Create", "connect
 
 
 @contextlib.contextmanager
-def _idle(ports: tuple[int, ...], count: int) -> Iterator[None]:
-    """`count` connections a port that send nothing, held throughout: each
-    one the server closes (its header timeout) is opened again."""
+def _held(
+    ports: tuple[int, ...], count: int, tick: Callable[[socket.socket, int], bool], every_s: float
+) -> Iterator[None]:
+    """`count` connections a port, held by a thread a port until the block
+    ends: each is given tick(sock, n) every `every_s` (n: its ticks so far;
+    False: the server closed it), and one closed is opened again."""
     stop = threading.Event()
 
     def hold(port: int) -> None:
-        socks: list[socket.socket] = []
+        socks: list[tuple[socket.socket, int]] = []
         while not stop.is_set():
             while len(socks) < count and not stop.is_set():
                 with contextlib.suppress(OSError):
-                    sock = socket.create_connection(("127.0.0.1", port), timeout=1)
-                    sock.setblocking(False)
-                    socks.append(sock)
+                    socks.append((socket.create_connection(("127.0.0.1", port), timeout=1), 0))
             kept = []
-            for sock in socks:
-                try:
-                    closed = sock.recv(1) == b""
-                except BlockingIOError:
-                    closed = False
-                except OSError:
-                    closed = True
-                if closed:
-                    sock.close()
+            for sock, n in socks:
+                if tick(sock, n):
+                    kept.append((sock, n + 1))
                 else:
-                    kept.append(sock)
+                    sock.close()
             socks = kept
-            stop.wait(0.5)
-        for sock in socks:
+            stop.wait(every_s)
+        for sock, _ in socks:
             sock.close()
 
     threads = [threading.Thread(target=hold, args=(port,), daemon=True) for port in ports]
@@ -70,40 +65,34 @@ def _idle(ports: tuple[int, ...], count: int) -> Iterator[None]:
             thread.join(5)
 
 
-@contextlib.contextmanager
-def _trickling(ports: tuple[int, ...], count: int) -> Iterator[None]:
-    """Connections sending a request's head a byte a second; each one the
-    server closes is opened again, so `count` trickle throughout."""
-    head = b"POST /x HTTP/1.1\r\nHost: x\r\n" + b"x-pad: " + b"y" * 4096
-    stop = threading.Event()
-
-    def feed(port: int) -> None:
-        socks: list[tuple[socket.socket, int]] = []
-        while not stop.is_set():
-            while len(socks) < count:
-                with contextlib.suppress(OSError):
-                    socks.append((socket.create_connection(("127.0.0.1", port), timeout=1), 0))
-            kept = []
-            for sock, sent in socks:
-                try:
-                    sock.send(head[sent % len(head) : sent % len(head) + 1])
-                    kept.append((sock, sent + 1))
-                except OSError:
-                    sock.close()
-            socks = kept
-            stop.wait(1.0)
-        for sock, _ in socks:
-            sock.close()
-
-    threads = [threading.Thread(target=feed, args=(port,), daemon=True) for port in ports]
-    for thread in threads:
-        thread.start()
+def _still_open(sock: socket.socket, _n: int) -> bool:
+    """Sends nothing; False once the server closed it (its header timeout)."""
     try:
-        yield
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(5)
+        return sock.recv(1, socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+_HEAD = b"POST /x HTTP/1.1\r\nHost: x\r\nx-pad: " + b"y" * 4096
+
+
+def _one_more_byte(sock: socket.socket, n: int) -> bool:
+    """A request's head, a byte a tick."""
+    try:
+        sock.send(_HEAD[n % len(_HEAD) : n % len(_HEAD) + 1])
+    except OSError:
+        return False
+    return True
+
+
+def _idle(ports: tuple[int, ...], count: int) -> contextlib.AbstractContextManager[None]:
+    return _held(ports, count, _still_open, 0.5)
+
+
+def _trickling(ports: tuple[int, ...], count: int) -> contextlib.AbstractContextManager[None]:
+    return _held(ports, count, _one_more_byte, 1.0)
 
 
 def _p99s(svc: Service, fixture: Fixture, clients: int, seconds: float) -> dict[tuple[str, str], float]:
