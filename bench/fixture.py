@@ -87,10 +87,12 @@ def service(
     command: Sequence[str] = (sys.executable, "-m", "bench.server", "serve"),
     cwd: Path = ROOT,
     name: str = "service",
+    ports: tuple[int, int] | None = None,
 ) -> Iterator[Service]:
     """The service with the bench's echo (bench/server.py); `command` and
-    `cwd` start another checkout's instead (bench/ab.py)."""
-    http, grpc_port = free_port(), free_port()
+    `cwd` start another checkout's instead (bench/ab.py); `ports` (HTTP,
+    gRPC) those of one stopped before, else free ones."""
+    http, grpc_port = ports or (free_port(), free_port())
     log = folder / f"{name}-{workers}.log"
     env = {
         **os.environ,

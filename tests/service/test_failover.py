@@ -21,7 +21,7 @@ import pytest
 
 from hostauth.crypto import Sealer
 from hostauth.runtime.embedded_pg import EmbeddedPostgres
-from tests.support.db import create_database, with_database
+from tests.support.db import create_database, fetch_value, make_standby_synchronous, until_true, with_database
 from tests.support.jwts import Issuer
 from tests.support.lifecycle import create
 from tests.support.own_postgres import served_with_jwt
@@ -30,21 +30,6 @@ from tests.support.wire import RpcError, Wire
 
 def _socket_dir(pg: EmbeddedPostgres) -> str:
     return parse_qs(urlsplit(pg.dsn).query)["host"][0]
-
-
-async def _sql(dsn: str, query: str) -> object:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchval(query)
-    finally:
-        await conn.close()
-
-
-async def _until(dsn: str, query: str, within_s: float = 30) -> None:
-    deadline = time.monotonic() + within_s
-    while not await _sql(dsn, query):
-        assert time.monotonic() < deadline, f"not within {within_s} s: {query}"
-        await asyncio.sleep(0.1)
 
 
 class _Load:
@@ -96,9 +81,7 @@ async def test_failover_to_the_promoted_standby_loses_nothing_acknowledged(
         name = urlsplit(await create_database(primary.dsn)).path.lstrip("/")
         standby = primary.standby(folder / "standby")
         standby.start()
-        await _sql(primary.dsn, "ALTER SYSTEM SET synchronous_standby_names = '*'")
-        await _sql(primary.dsn, "SELECT pg_reload_conf()")
-        await _until(primary.dsn, "SELECT count(*) = 1 FROM pg_stat_replication WHERE sync_state = 'sync'")
+        await make_standby_synchronous(primary.dsn)
         both = (
             f"postgresql://postgres@/{name}?host={_socket_dir(primary)},{_socket_dir(standby)}"
             "&port=5432,5432&target_session_attrs=read-write"
@@ -113,8 +96,8 @@ async def test_failover_to_the_promoted_standby_loses_nothing_acknowledged(
             _kill(primary)
             killed = time.monotonic()
             await asyncio.sleep(1.0)  # without a primary for a while
-            await _sql(standby.dsn, "SELECT pg_promote()")
-            await _until(standby.dsn, "SELECT NOT pg_is_in_recovery()")
+            await fetch_value(standby.dsn, "SELECT pg_promote()")
+            await until_true(standby.dsn, "SELECT NOT pg_is_in_recovery()")
             while load.last_success < killed + 1.0:  # until writes land on the new primary
                 assert time.monotonic() - killed < 30, f"no write since the kill; failed {load.failed}"
                 await asyncio.sleep(0.1)

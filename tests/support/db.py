@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
@@ -22,3 +24,27 @@ async def create_database(admin_dsn: str) -> str:
     finally:
         await conn.close()
     return with_database(admin_dsn, name)
+
+
+async def fetch_value(dsn: str, query: str) -> object:
+    """`query`'s one value, on a connection of its own."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(query)
+    finally:
+        await conn.close()
+
+
+async def until_true(dsn: str, query: str, within_s: float = 30) -> None:
+    """Polls `query` until it is true; AssertionError after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while not await fetch_value(dsn, query):
+        assert time.monotonic() < deadline, f"not within {within_s:g} s: {query}"
+        await asyncio.sleep(0.1)
+
+
+async def make_standby_synchronous(primary_dsn: str) -> None:
+    """Commits on the primary wait for its (one) standby from now on."""
+    await fetch_value(primary_dsn, "ALTER SYSTEM SET synchronous_standby_names = '*'")
+    await fetch_value(primary_dsn, "SELECT pg_reload_conf()")
+    await until_true(primary_dsn, "SELECT count(*) = 1 FROM pg_stat_replication WHERE sync_state = 'sync'")
