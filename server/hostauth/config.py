@@ -7,6 +7,7 @@ nothing of the service's: every default is set here, once, and passed down.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -49,6 +50,23 @@ class JwtSettings:
             raise ValueError("JWT verification needs a JWKS file or PEM public keys")
 
 
+CLIENT_CERT_MODES = ("off", "optional", "require")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """TLS on both ports: the server's certificate and key (reread when they
+    change on disk), and client certificates (mutual TLS) checked against
+    `client_ca_file` when `client_certs` is optional or require, their
+    identities mapped to principals by `client_identities_file`."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    client_certs: str = "off"
+    client_identities_file: Path | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     host: str
@@ -56,11 +74,23 @@ class Address:
 
     @classmethod
     def parse(cls, text: str, *, setting: str) -> Address:
-        host, sep, port = text.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ConfigError(f"{setting} must be host:port, got {text!r}")
-        return cls(host, int(port))
+        """`host:port`, `[v6]:port`, or `:port` for every IPv4 address."""
+        host, sep, port = text.strip().rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
+        host = host[1:-1] if bracketed else host
+        if not sep or not port.isdigit() or int(port) > 65535 or (":" in host and not bracketed):
+            raise ConfigError(f"{setting} must be host:port, [IPv6]:port or :port, got {text!r}")
+        return cls(host or "0.0.0.0", int(port))  # noqa: S104 # ":8080" means every address
+
+    @property
+    def loopback(self) -> bool:
+        """Reachable from this machine only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve anywhere
+            return False
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -114,6 +144,12 @@ class Settings:
     max_connections: int = 4096
     # HTTP/2 without TLS on the HTTP port (h2c), besides HTTP/1.1.
     http_h2c: bool = False
+    # None: plaintext on both ports (loopback only, unless allow_plaintext).
+    tls: TlsSettings | None = None
+    # Plaintext on an address other than loopback (a mesh encrypts instead).
+    allow_plaintext: bool = False
+    # Browser origins allowed to call the Connect port (CORS); none: no CORS.
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, dev: bool = False, database: bool = True) -> Settings:
@@ -150,10 +186,70 @@ class Settings:
             max_connections=_count(env, "HOSTAUTH_MAX_CONNECTIONS", 4096),
             http_h2c=_switch(env, "HOSTAUTH_HTTP_H2C", default=False),
             event_loop=event_loop,
+            tls=_tls_settings(env),
+            allow_plaintext=_switch(env, "HOSTAUTH_ALLOW_PLAINTEXT", default=False),
+            cors_origins=_origins(env),
         )
         if settings.database_url is None and not dev and database:
             raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")
         return settings
+
+    def plaintext_exposure(self) -> str | None:
+        """Why serving as configured would send secrets in clear text over a
+        network, or None: plaintext off loopback without allow_plaintext."""
+        if self.tls is not None or self.allow_plaintext:
+            return None
+        for name, addr in (("HOSTAUTH_HTTP_ADDR", self.http_addr), ("HOSTAUTH_GRPC_ADDR", self.grpc_addr)):
+            if not addr.loopback:
+                return (
+                    f"{name} is {addr}, reachable beyond this machine, and TLS is off: set"
+                    " HOSTAUTH_TLS_CERT_FILE and HOSTAUTH_TLS_KEY_FILE, or HOSTAUTH_ALLOW_PLAINTEXT=true"
+                    " where something else encrypts the traffic (a service mesh)"
+                )
+        return None
+
+    def plaintext_off_loopback(self) -> bool:
+        """Plaintext allowed on an address other than loopback (warned at start)."""
+        return self.tls is None and not (self.http_addr.loopback and self.grpc_addr.loopback)
+
+
+def _tls_settings(env: Mapping[str, str]) -> TlsSettings | None:
+    cert, key = env.get("HOSTAUTH_TLS_CERT_FILE", ""), env.get("HOSTAUTH_TLS_KEY_FILE", "")
+    ca = env.get("HOSTAUTH_TLS_CLIENT_CA_FILE", "")
+    mode = env.get("HOSTAUTH_TLS_CLIENT_CERTS", "").strip().lower() or ("require" if ca else "off")
+    identities = env.get("HOSTAUTH_TLS_CLIENT_IDENTITIES_FILE", "")
+    if not cert and not key:
+        if ca or identities or mode != "off":
+            raise ConfigError(
+                "client certificates need TLS: set HOSTAUTH_TLS_CERT_FILE and HOSTAUTH_TLS_KEY_FILE"
+            )
+        return None
+    if not cert or not key:
+        raise ConfigError("TLS needs both HOSTAUTH_TLS_CERT_FILE and HOSTAUTH_TLS_KEY_FILE")
+    if mode not in CLIENT_CERT_MODES:
+        raise ConfigError(f"HOSTAUTH_TLS_CLIENT_CERTS must be off, optional or require, got {mode!r}")
+    if mode != "off" and not (ca and identities):
+        raise ConfigError(
+            "client certificates need HOSTAUTH_TLS_CLIENT_CA_FILE (who may issue them) and"
+            " HOSTAUTH_TLS_CLIENT_IDENTITIES_FILE (whom they stand for)"
+        )
+    return TlsSettings(
+        cert_file=Path(cert),
+        key_file=Path(key),
+        client_ca_file=Path(ca) if ca else None,
+        client_certs=mode,
+        client_identities_file=Path(identities) if identities else None,
+    )
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    origins = tuple(o.strip() for o in env.get("HOSTAUTH_CORS_ORIGINS", "").split(",") if o.strip())
+    for origin in origins:
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError(
+                f"HOSTAUTH_CORS_ORIGINS takes exact origins (scheme://host[:port], no path), got {origin!r}"
+            )
+    return origins
 
 
 def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:

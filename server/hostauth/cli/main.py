@@ -70,9 +70,16 @@ def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: s
     offline = getattr(args, "offline", False)  # needs no database and no keyring
     try:
         settings = Settings.from_env(os.environ, dev=args.dev, database=not offline)
+        if args.command == "serve" and (exposed := settings.plaintext_exposure()):
+            raise ConfigError(exposed)
         if args.command in ("serve", "keys") and not offline:
             load_keyring(settings)  # fail on a bad keyring before starting a database
         if args.command == "serve" and not offline:
+            if settings.plaintext_off_loopback():
+                logging.getLogger("hostauth").warning(
+                    "serving plaintext beyond loopback (HOSTAUTH_ALLOW_PLAINTEXT): secrets cross the"
+                    " network unencrypted unless something on the way encrypts them"
+                )
             raise_open_file_limit(settings)  # inherited by the workers
     except ConfigError as exc:
         print(f"hostauth: {exc}", file=sys.stderr)
