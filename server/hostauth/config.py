@@ -148,6 +148,9 @@ class Settings:
     tls: TlsSettings | None = None
     # Plaintext on an address other than loopback (a mesh encrypts instead).
     allow_plaintext: bool = False
+    # After SIGTERM, readiness and gRPC health say not serving while calls are
+    # still served for this long, so load balancers stop sending first.
+    drain_delay_s: float = 0.0
     # Browser origins allowed to call the Connect port (CORS); none: no CORS.
     cors_origins: tuple[str, ...] = ()
 
@@ -189,6 +192,7 @@ class Settings:
             tls=_tls_settings(env),
             allow_plaintext=_switch(env, "HOSTAUTH_ALLOW_PLAINTEXT", default=False),
             cors_origins=_origins(env),
+            drain_delay_s=_seconds(env, "HOSTAUTH_DRAIN_DELAY_S", 0.0, zero=True),
         )
         if settings.database_url is None and not dev and database:
             raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")
@@ -317,7 +321,7 @@ def _jwt_settings(env: Mapping[str, str]) -> JwtSettings | None:
         raise ConfigError(str(exc)) from None
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool = False) -> float:
     text = env.get(name)
     if not text:
         return default
@@ -325,6 +329,6 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {text!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {text!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise ConfigError(f"{name} must be {'0 or more' if zero else 'positive'}, got {text!r}")
     return value

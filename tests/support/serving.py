@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
@@ -16,6 +17,7 @@ from hostauth.core.service import HostAuthService
 from hostauth.crypto.keyring import generate_keyring_json
 from hostauth.runtime.serve import NO_EXTRAS, Extras, Running, serve
 from hostauth.store import ApiKeyStore
+from hostauth.store.pooled import ping
 from hostauth.transport.calls import Calls
 from tests.support.sensitive import remember
 
@@ -51,7 +53,8 @@ async def serving(
     cached_keys = CachedApiKeys(api_keys)  # as the server runs it: revocations must still bite
     await cached_keys.start()
     try:
-        calls = Calls(settings.db_timeout_s, core, Authenticator(cached_keys, jwt))
+        probe = functools.partial(ping, api_keys.pool)
+        calls = Calls(settings.db_timeout_s, core, Authenticator(cached_keys, jwt), probe)
         async with serve(calls, settings, extras=extras) as running:
             yield running
     finally:

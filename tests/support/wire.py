@@ -75,6 +75,7 @@ class GrpcWire:
     name = "grpc"
 
     def __init__(self, target: str, credential: str | None = None) -> None:
+        self.target = target
         self.channel = grpc.aio.insecure_channel(target)
         self.stub = pb_grpc.RunnerConfigurationServiceStub(self.channel)
         self.credential = credential
@@ -108,6 +109,7 @@ class ConnectWire:
         self.name = "connect-get" if use_get else f"connect-{encoding}"
         self.encoding = encoding
         self.use_get = use_get
+        self.base_url = base_url
         self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
         self.credential = credential
 

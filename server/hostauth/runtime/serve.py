@@ -18,6 +18,7 @@ from hostauth.runtime.tuning import schedule_as_batch, shares_one_core
 from hostauth.transport.calls import Calls
 from hostauth.transport.connect import build_connect_app
 from hostauth.transport.grpc import GrpcServer, build_grpc_server
+from hostauth.transport.health import Readiness, stop_watching, watching
 from hostauth.transport.http_server import SHUTDOWN_GRACE_S, HttpLimits, HttpServer, serve_granian
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,6 @@ class Running:
     http: Address
     grpc: Address
     grpc_server: GrpcServer
-
-    async def mark_serving(self) -> None:
-        """gRPC health says SERVING (once the calls are ready)."""
-        await self.grpc_server.mark_serving()
 
     @property
     def http_url(self) -> str:
@@ -147,7 +144,13 @@ async def serve(
     http_port = sock.getsockname()[1]
     limit = settings.max_message_bytes
     routes = tuple((prefix, make(limit)) for prefix, make in extras.connect_routes)
-    app = build_connect_app(calls, max_message_bytes=limit, routes=routes)
+    readiness = Readiness(
+        keys=lambda: calls.has_core,
+        draining=lambda: calls.draining,
+        probe=lambda: calls.probe,
+        timeout_s=settings.db_timeout_s,
+    )
+    app = build_connect_app(calls, max_message_bytes=limit, routes=routes, readiness=readiness)
     await grpc_server.server.start()
     # grpc's threads have started and keep the normal policy; this thread (the
     # event loop) and the HTTP server's, started from here on, share one core
@@ -157,16 +160,18 @@ async def serve(
     stop = asyncio.Event()
     http_server = extras.http_server or functools.partial(serve_granian, limits=http_limits(settings))
     http_task = asyncio.create_task(http_server(app, sock, stop))
+    watch: asyncio.Task[None] | None = None
     try:
         await _until_accepting(settings.http_addr, http_port, http_task)
-        if calls.ready:
-            await grpc_server.mark_serving()
+        watch = await watching(readiness, grpc_server.publish)
         yield Running(
             Address(settings.http_addr.host, http_port),
             Address(settings.grpc_addr.host, grpc_port),
             grpc_server,
         )
     finally:
+        if watch is not None:
+            await stop_watching(watch)
         await grpc_server.mark_not_serving()
         # New calls are refused (unavailable) from here; the ones in flight
         # have the grace, less the moment their answers take to go out, and

@@ -144,12 +144,13 @@ def supervise(settings: Settings, dsn: str, *, module: str = "hostauth") -> int:
     for child in children:
         if child.poll() is None:
             child.terminate()
-    deadline = time.monotonic() + STOP_WAIT_S
+    wait_s = settings.drain_delay_s + STOP_WAIT_S
+    deadline = time.monotonic() + wait_s
     for child in children:
         try:
             status = child.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("worker %d did not stop within %g s of being asked: killed", child.pid, STOP_WAIT_S)
+            log.warning("worker %d did not stop within %g s of being asked: killed", child.pid, wait_s)
             child.kill()
             child.wait()
             code = code or EXIT_ENDED_CALLS

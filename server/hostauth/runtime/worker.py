@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import signal
@@ -33,12 +34,14 @@ from hostauth.keys.registry import Heartbeat, register_and_check
 from hostauth.retry import backoff_s
 from hostauth.runtime.database import admin_pool
 from hostauth.runtime.dev import ensure_dev_api_key
-from hostauth.runtime.serve import NO_EXTRAS, Extras, Running, serve
+from hostauth.runtime.serve import NO_EXTRAS, Extras, serve
 from hostauth.runtime.tuning import freeze_startup_heap
 from hostauth.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key, is_outage
 from hostauth.store.coalesce import batches_in_flight_per_worker
 from hostauth.store.encryption_keys import KeyStore
+from hostauth.store.pooled import ping
 from hostauth.transport.calls import Calls
+from hostauth.transport.health import Probe
 from hostauth.vault import EncryptedTokens
 
 log = logging.getLogger("hostauth")
@@ -77,7 +80,9 @@ class _Core:
     def __post_init__(self) -> None:
         self.batches = batches_in_flight_per_worker(self.settings.workers)
 
-    async def build(self, jwt: JwtVerifier | None, *, dev_key: bool) -> tuple[HostAuthService, Authenticator]:
+    async def build(
+        self, jwt: JwtVerifier | None, *, dev_key: bool
+    ) -> tuple[HostAuthService, Authenticator, Probe]:
         settings = self.settings
         self.pool = pool = await connect_pool(
             self.dsn,
@@ -98,7 +103,7 @@ class _Core:
         await self.cached_keys.start()
         store = TokenStore(pool, batches_in_flight=self.batches)
         core = HostAuthService(EncryptedTokens(store, sealer), CursorCodec(await cursor_key(pool)))
-        return core, Authenticator(self.cached_keys, jwt)
+        return core, Authenticator(self.cached_keys, jwt), functools.partial(ping, pool)
 
     async def start_unless_out(self, jwt: JwtVerifier | None, calls: Calls) -> bool:
         """Build and start the calls; False (nothing left open) while the database is out."""
@@ -111,13 +116,12 @@ class _Core:
             return False
         return True
 
-    async def start_when_reachable(self, jwt: JwtVerifier | None, calls: Calls, running: Running) -> None:
+    async def start_when_reachable(self, jwt: JwtVerifier | None, calls: Calls) -> None:
         """Build, retrying while the database is out; then the calls are ready."""
         log.warning("the database is unavailable: serving unavailable until it is back")
         for attempt in itertools.count():
             await asyncio.sleep(backoff_s(attempt))
             if await self.start_unless_out(jwt, calls):
-                await running.mark_serving()
                 log.info("the database is back: serving")
                 return
 
@@ -158,7 +162,7 @@ async def run_server(
             loop.add_signal_handler(sig, stop.set)
         async with serve(calls, settings, reuse_port=worker, extras=extras) as running:
             if not calls.ready:
-                starting = asyncio.create_task(parts.start_when_reachable(jwt, calls, running))
+                starting = asyncio.create_task(parts.start_when_reachable(jwt, calls))
             freeze_startup_heap()
             log.info(
                 "serving Connect on %s and gRPC on %s; database batches of a kind in flight: %d",
@@ -174,6 +178,11 @@ async def run_server(
             if starting is not None and starting.done() and not waiting.done():
                 starting.result()  # a start that failed for another reason than an outage
                 await waiting
+            if settings.drain_delay_s:
+                calls.begin_drain()
+                await running.grpc_server.mark_not_serving()
+                log.info("draining: not ready, still serving for %g s", settings.drain_delay_s)
+                await asyncio.sleep(settings.drain_delay_s)
             log.info("shutting down")
     finally:
         if starting is not None and not starting.done():

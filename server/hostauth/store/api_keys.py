@@ -53,6 +53,10 @@ class ApiKeyStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
     async def find_active(self, key_hash: bytes) -> ApiKeyRow | None:
         async with pooled(self._pool) as conn:
             row = await conn.fetchrow(

@@ -46,3 +46,9 @@ class pooled:  # noqa: N801 # used as a function: `async with pooled(pool) as co
                 await self._pool.release(conn)
             return
         await self._pool.release(conn)
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """One round trip through the pool (readiness); raises what the call met."""
+    async with pooled(pool) as conn:
+        await conn.fetchval("SELECT 1")

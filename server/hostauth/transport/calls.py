@@ -20,6 +20,7 @@ from hostauth.auth.authenticator import Authenticator
 from hostauth.auth.caller import Call
 from hostauth.core.service import HostAuthService
 from hostauth.errors import DATABASE_UNAVAILABLE, ErrorCode
+from hostauth.transport.health import Probe
 from hostauth.transport.status import classify, outage_seen, outages
 
 Req = TypeVar("Req")
@@ -60,26 +61,49 @@ class Calls:
     flight, waiting for a pooled connection and the statements, end to end;
     a caller's own deadline, when sooner, ends it first through its wire)."""
 
-    __slots__ = ("_auth", "_core", "_ending", "_idle", "_in_flight", "_stopping", "budget_s", "ended")
+    __slots__ = (
+        "_auth", "_core", "_draining", "_ending", "_idle", "_in_flight", "_stopping", "budget_s", "ended",
+        "probe",
+    )  # fmt: skip
 
     def __init__(
-        self, budget_s: float, core: HostAuthService | None = None, auth: Authenticator | None = None
+        self,
+        budget_s: float,
+        core: HostAuthService | None = None,
+        auth: Authenticator | None = None,
+        probe: Probe | None = None,
     ) -> None:
         self.budget_s = budget_s
         self._core = core
         self._auth = auth
+        self.probe = probe  # a round trip to the core's database (readiness)
         self._in_flight: set[asyncio.Task[object]] = set()
         self._stopping = False
+        self._draining = False
         self._ending = False
         self._idle: asyncio.Event | None = None
         self.ended = 0  # calls a stop had to end
 
-    def start(self, core: HostAuthService, auth: Authenticator) -> None:
-        self._core, self._auth = core, auth
+    def start(self, core: HostAuthService, auth: Authenticator, probe: Probe | None = None) -> None:
+        self._core, self._auth, self.probe = core, auth, probe
 
     @property
     def ready(self) -> bool:
         return self._core is not None and not self._stopping
+
+    @property
+    def has_core(self) -> bool:
+        """The core is built: the keys are loaded and checked against the registry."""
+        return self._core is not None
+
+    @property
+    def draining(self) -> bool:
+        """A stop has begun: calls are still served (for the drain delay) or refused."""
+        return self._draining or self._stopping
+
+    def begin_drain(self) -> None:
+        """Readiness turns false; calls are still served until drain()."""
+        self._draining = True
 
     @property
     def ending(self) -> bool:

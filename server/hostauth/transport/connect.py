@@ -22,6 +22,7 @@ from hostauth.core.service import HostAuthService
 from hostauth.errors import FieldViolation, InvalidArgument
 from hostauth.transport.calls import Calls, CoreMethod, Refused
 from hostauth.transport.codecs import connect_codecs
+from hostauth.transport.health import HEALTH_PATHS, Readiness, answer_health
 from hostauth.transport.status import STATUS
 
 Req = TypeVar("Req")
@@ -111,17 +112,24 @@ class ConnectApp:
     and any routes of an embedding program's own (the benchmark's echo),
     checked in the same step rather than by an app wrapped around this one."""
 
-    __slots__ = ("_inner", "_routes")
+    __slots__ = ("_inner", "_readiness", "_routes")
 
     def __init__(
-        self, inner: RunnerConfigurationServiceASGIApplication, routes: tuple[tuple[str, Any], ...] = ()
+        self,
+        inner: RunnerConfigurationServiceASGIApplication,
+        routes: tuple[tuple[str, Any], ...] = (),
+        readiness: Readiness | None = None,
     ) -> None:
         self._inner = inner
         self._routes = routes
+        self._readiness = readiness
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self._inner(scope, receive, send)
+            return
+        if scope["path"] in HEALTH_PATHS and self._readiness is not None:
+            await answer_health(self._readiness, scope, send)
             return
         if self._routes:
             for prefix, app in self._routes:
@@ -188,6 +196,7 @@ def build_connect_app(
     *,
     max_message_bytes: int,
     routes: tuple[tuple[str, Any], ...] = (),
+    readiness: Readiness | None = None,
 ) -> ConnectApp:
     return ConnectApp(
         RunnerConfigurationServiceASGIApplication(
@@ -196,4 +205,5 @@ def build_connect_app(
             codecs=connect_codecs(),
         ),
         routes,
+        readiness,
     )

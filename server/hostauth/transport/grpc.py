@@ -183,6 +183,10 @@ class GrpcServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    async def publish(self, ready: bool) -> None:
+        """Readiness as gRPC health (transport/health.py)."""
+        await (self.mark_serving() if ready else self.mark_not_serving())
+
     async def mark_not_serving(self) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
