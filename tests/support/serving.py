@@ -10,7 +10,7 @@ from uuid import UUID
 
 from hostauth.auth.api_key_cache import CachedApiKeys
 from hostauth.auth.api_keys import hash_api_key, new_api_key
-from hostauth.auth.authenticator import Authenticator
+from hostauth.auth.authenticator import Authenticator, IdentityLookup
 from hostauth.auth.jwt_verifier import JwtVerifier
 from hostauth.config import Address, Settings
 from hostauth.core.service import HostAuthService
@@ -39,6 +39,7 @@ async def serving(
     jwt: JwtVerifier | None = None,
     extras: Extras = NO_EXTRAS,
     db_timeout_s: float = 10.0,
+    identities: IdentityLookup | None = None,
     **settings_: Any,
 ) -> AsyncIterator[Running]:
     """Both transports in this process on free ports, as the server runs them;
@@ -54,7 +55,7 @@ async def serving(
     await cached_keys.start()
     try:
         probe = functools.partial(ping, api_keys.pool)
-        calls = Calls(settings.db_timeout_s, core, Authenticator(cached_keys, jwt), probe)
+        calls = Calls(settings.db_timeout_s, core, Authenticator(cached_keys, jwt, identities), probe)
         async with serve(calls, settings, extras=extras) as running:
             yield running
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -74,9 +75,13 @@ def response_type(method: str) -> type[Message]:
 class GrpcWire:
     name = "grpc"
 
-    def __init__(self, target: str, credential: str | None = None) -> None:
+    def __init__(
+        self, target: str, credential: str | None = None, *, tls: grpc.ChannelCredentials | None = None
+    ) -> None:
         self.target = target
-        self.channel = grpc.aio.insecure_channel(target)
+        self.channel = (
+            grpc.aio.secure_channel(target, tls) if tls is not None else grpc.aio.insecure_channel(target)
+        )
         self.stub = pb_grpc.RunnerConfigurationServiceStub(self.channel)
         self.credential = credential
 
@@ -104,13 +109,19 @@ class ConnectWire:
     """Connect unary POST, as the SDKs send it, with a JSON or proto body."""
 
     def __init__(
-        self, base_url: str, encoding: str, *, use_get: bool = False, credential: str | None = None
+        self,
+        base_url: str,
+        encoding: str,
+        *,
+        use_get: bool = False,
+        credential: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.name = "connect-get" if use_get else f"connect-{encoding}"
         self.encoding = encoding
         self.use_get = use_get
         self.base_url = base_url
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=30, verify=tls or True)
         self.credential = credential
 
     def with_credential(self, credential: str | None) -> ConnectWire:

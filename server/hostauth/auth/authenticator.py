@@ -32,26 +32,44 @@ class ApiKeyLookup(Protocol):
     async def find_active(self, key_hash: bytes) -> ApiKeyRow | None: ...
 
 
-class Authenticator:
-    __slots__ = ("_api_keys", "_callers", "_jwt")
+class IdentityLookup(Protocol):
+    def caller(self, identity: str) -> Caller | None: ...
 
-    def __init__(self, api_keys: ApiKeyLookup, jwt: JwtVerifier | None) -> None:
+
+class Authenticator:
+    __slots__ = ("_api_keys", "_callers", "_identities", "_jwt")
+
+    def __init__(
+        self, api_keys: ApiKeyLookup, jwt: JwtVerifier | None, identities: IdentityLookup | None = None
+    ) -> None:
         self._api_keys = api_keys
         self._jwt = jwt
+        # Client certificates' identities (tls/identities.py); None: mutual TLS is off.
+        self._identities = identities
         # The Caller of each active key seen, made once: a key's principal,
         # subject and grants never change (a key is revoked, not edited), and
         # the lookup above still runs, so a revoked key is refused.
         self._callers: dict[UUID, Caller] = {}
 
-    async def authenticate(self, authorization: Sequence[str], rid: str, method: str) -> Call:
+    async def authenticate(
+        self, authorization: Sequence[str], rid: str, method: str, peer: str | None = None
+    ) -> Call:
         """The call's caller, from every Authorization header it sent, or
         Unauthenticated with a reason that never quotes the credential. rid
-        is the call's request id (request_id_from), already on its answer."""
+        is the call's request id (request_id_from), already on its answer.
+        peer is the identity of the client certificate the connection was
+        made with (checked against the client CA in the handshake): it is
+        the credential of a call that sends no Authorization header."""
         try:
             if len(authorization) > 1:
                 # A proxy in front may have checked another copy than we would.
                 raise Unauthenticated("more than one Authorization header: send one")
-            caller = await self._caller(authorization[0] if authorization else None)
+            if not authorization and peer is not None and self._identities is not None:
+                caller = self._identities.caller(peer)
+                if caller is None:
+                    raise Unauthenticated(f"client certificate {peer!r} is not mapped to a principal")
+            else:
+                caller = await self._caller(authorization[0] if authorization else None)
         except Unauthenticated as exc:
             log.warning("request %s: unauthenticated %s: %s", rid, method, exc.message)
             raise

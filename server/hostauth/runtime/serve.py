@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import socket
@@ -15,6 +16,8 @@ import grpc
 
 from hostauth.config import Address, Settings
 from hostauth.runtime.tuning import schedule_as_batch, shares_one_core
+from hostauth.tls.certificates import ServerCertificates
+from hostauth.tls.front import TlsFront
 from hostauth.transport.calls import Calls
 from hostauth.transport.connect import build_connect_app
 from hostauth.transport.grpc import GrpcServer, build_grpc_server
@@ -31,10 +34,11 @@ class Running:
     http: Address
     grpc: Address
     grpc_server: GrpcServer
+    tls: bool = False
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.http}"
+        return f"{'https' if self.tls else 'http'}://{self.http}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,9 @@ def bind_http(addr: Address, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+# Where granian listens behind the TLS front.
+_BEHIND_FRONT = Address("127.0.0.1", 0)
+
 # What a stop keeps of its grace for the answers of the calls it ends to go out.
 _ANSWER_S = 0.5
 
@@ -124,6 +131,8 @@ async def serve(
     reuse_port: bool = False,
     extras: Extras = NO_EXTRAS,
 ) -> AsyncIterator[Running]:
+    tls = settings.tls
+    certs = ServerCertificates(tls) if tls is not None else None
     grpc_server = build_grpc_server(
         calls,
         max_message_bytes=settings.max_message_bytes,
@@ -131,9 +140,14 @@ async def serve(
         extra_handlers=extras.grpc_handlers,
         handshake_timeout_s=settings.header_timeout_s,
         max_connections=settings.max_connections,
+        client_certs=tls is not None and tls.client_certs != "off",
     )
+    grpc_addr = str(settings.grpc_addr)
     try:  # grpcio raises RuntimeError for a port it cannot bind (older ones returned 0)
-        grpc_port = grpc_server.server.add_insecure_port(str(settings.grpc_addr))
+        if certs is not None:
+            grpc_port = grpc_server.server.add_secure_port(grpc_addr, certs.grpc_credentials())
+        else:
+            grpc_port = grpc_server.server.add_insecure_port(grpc_addr)
     except RuntimeError:
         grpc_port = 0
     if grpc_port == 0:
@@ -158,16 +172,35 @@ async def serve(
     if settings.batch_scheduling and shares_one_core() and schedule_as_batch():
         log.info("the event loop and the HTTP server's threads run under SCHED_BATCH")
     stop = asyncio.Event()
-    http_server = extras.http_server or functools.partial(serve_granian, limits=http_limits(settings))
-    http_task = asyncio.create_task(http_server(app, sock, stop))
+    front: TlsFront | None = None
+    if certs is not None:
+        # granian behind the TLS front, on a loopback port of this worker's own.
+        front_sock, sock = sock, bind_http(_BEHIND_FRONT, reuse_port=False)
+        behind = sock.getsockname()[1]
+        front = TlsFront(
+            certs,
+            behind,
+            handshake_timeout_s=settings.header_timeout_s,
+            max_connections=settings.max_connections,
+        )
+        limits = dataclasses.replace(http_limits(settings), h2c=True)  # HTTP/2 as ALPN agreed
+        http_task = asyncio.create_task(serve_granian(app, sock, stop, limits=limits, peers=front.peer_for))
+    else:
+        http_server = extras.http_server or functools.partial(serve_granian, limits=http_limits(settings))
+        http_task = asyncio.create_task(http_server(app, sock, stop))
     watch: asyncio.Task[None] | None = None
     try:
-        await _until_accepting(settings.http_addr, http_port, http_task)
+        if front is not None:
+            await _until_accepting(_BEHIND_FRONT, behind, http_task)
+            await front.start(front_sock)
+        else:
+            await _until_accepting(settings.http_addr, http_port, http_task)
         watch = await watching(readiness, grpc_server.publish)
         yield Running(
             Address(settings.http_addr.host, http_port),
             Address(settings.grpc_addr.host, grpc_port),
             grpc_server,
+            tls=certs is not None,
         )
     finally:
         if watch is not None:
@@ -178,6 +211,8 @@ async def serve(
         # are then ended (unavailable) before either server cuts them off.
         draining = asyncio.create_task(calls.drain(SHUTDOWN_GRACE_S - _ANSWER_S))
         stop.set()
+        if front is not None:
+            await front.close()
         await grpc_server.server.stop(grace=SHUTDOWN_GRACE_S)
         ended = await draining
         if ended:

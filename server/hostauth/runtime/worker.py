@@ -40,6 +40,7 @@ from hostauth.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cu
 from hostauth.store.coalesce import batches_in_flight_per_worker
 from hostauth.store.encryption_keys import KeyStore
 from hostauth.store.pooled import ping
+from hostauth.tls.identities import ClientIdentities, client_identities
 from hostauth.transport.calls import Calls
 from hostauth.transport.health import Probe
 from hostauth.vault import EncryptedTokens
@@ -72,6 +73,7 @@ class _Core:
     dsn: str
     keys: KeyProviders
     migrate: bool
+    identities: ClientIdentities | None = None
     pool: asyncpg.Pool | None = None
     heartbeat: asyncio.Task[None] | None = None
     cached_keys: CachedApiKeys | None = None
@@ -103,7 +105,7 @@ class _Core:
         await self.cached_keys.start()
         store = TokenStore(pool, batches_in_flight=self.batches)
         core = HostAuthService(EncryptedTokens(store, sealer), CursorCodec(await cursor_key(pool)))
-        return core, Authenticator(self.cached_keys, jwt), functools.partial(ping, pool)
+        return core, Authenticator(self.cached_keys, jwt, self.identities), functools.partial(ping, pool)
 
     async def start_unless_out(self, jwt: JwtVerifier | None, calls: Calls) -> bool:
         """Build and start the calls; False (nothing left open) while the database is out."""
@@ -148,7 +150,7 @@ async def run_server(
     the stop had to end calls)."""
     keys = load_keys(settings)
     jwt = JwtVerifier(settings.jwt) if settings.jwt else None
-    parts = _Core(settings, dsn, keys, migrate=not worker)  # the supervisor migrated
+    parts = _Core(settings, dsn, keys, migrate=not worker, identities=client_identities(settings))
     calls = Calls(settings.db_timeout_s)
     starting: asyncio.Task[None] | None = None
     try:

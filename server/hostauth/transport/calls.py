@@ -117,8 +117,10 @@ class Calls:
         request_id: str,
         method: CoreMethod[Req, Res],
         request: Req | Undecodable,
+        peer: str | None = None,
     ) -> Res:
-        """The core's answer to one call of method `name`, or Refused."""
+        """The core's answer to one call of method `name`, or Refused; peer:
+        the identity of the connection's client certificate, if any."""
         if isinstance(request, Undecodable):
             raise Refused(ErrorCode.INVALID_ARGUMENT, request.reason)
         core, auth = self._core, self._auth
@@ -131,7 +133,7 @@ class Calls:
         self._in_flight.add(task)
         try:
             async with asyncio.timeout(self.budget_s):
-                call = await auth.authenticate(authorization, request_id, name)
+                call = await auth.authenticate(authorization, request_id, name, peer)
                 result = await method(core, request, call)
             if outages.down:
                 outages.back()

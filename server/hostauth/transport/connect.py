@@ -20,6 +20,7 @@ from hostauth.auth.authenticator import request_id_from
 from hostauth.auth.caller import Call
 from hostauth.core.service import HostAuthService
 from hostauth.errors import FieldViolation, InvalidArgument
+from hostauth.tls.front import peer_identity
 from hostauth.transport.calls import Calls, CoreMethod, Refused
 from hostauth.transport.codecs import connect_codecs
 from hostauth.transport.health import HEALTH_PATHS, Readiness, answer_health
@@ -71,7 +72,7 @@ class ConnectRunnerConfiguration:
         ctx.response_headers["x-request-id"] = rid  # on refusals too
         try:
             return await self._calls.answer(
-                ctx.method.name, headers.getall("authorization"), rid, method, request
+                ctx.method.name, headers.getall("authorization"), rid, method, request, peer_identity.get()
             )
         except Refused as refused:
             raise ConnectError(STATUS[refused.code][1], refused.message) from None

@@ -17,6 +17,7 @@ from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.auth.authenticator import request_id_from
 from hostauth.auth.caller import Call
 from hostauth.core.service import HostAuthService
+from hostauth.tls.identities import identity_of_pem
 from hostauth.transport.calls import Calls, CoreMethod, Refused, Undecodable
 from hostauth.transport.status import STATUS
 
@@ -75,6 +76,7 @@ async def _call(
     method: CoreMethod[Req, Res],
     request: Req | Undecodable,
     context: Context[Req, Res],
+    peer: str | None = None,
 ) -> Res:
     authorization: list[str] = []
     request_id: str | None = None
@@ -91,7 +93,7 @@ async def _call(
     if name in _FINISHED_WHEN_LEFT:
         method = _finishing(method, context, calls)
     try:
-        return await calls.answer(name, authorization, rid, method, request)
+        return await calls.answer(name, authorization, rid, method, request, peer)
     except Refused as refused:
         code, message = refused.code, refused.message
     await context.abort(STATUS[code][0], message)
@@ -124,12 +126,16 @@ def _method_handler(
     name: str,
     method: CoreMethod[Any, Message],
     request_type: type[Message],
+    client_certs: bool = False,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: Message | Undecodable, context: Context[Any, Any]) -> Message:
         return await _call(calls, name, method, request, context)
 
+    async def handle_with_peer(request: Message | Undecodable, context: Context[Any, Any]) -> Message:
+        return await _call(calls, name, method, request, context, _peer(context))
+
     return grpc.unary_unary_rpc_method_handler(
-        handle,
+        handle_with_peer if client_certs else handle,
         request_deserializer=_decoder(request_type),
         response_serializer=lambda message: message.SerializeToString(),
     )
@@ -166,9 +172,26 @@ def core_methods() -> dict[str, tuple[CoreMethod[Any, Message], type[Message]]]:
     }
 
 
-def service_handler(calls: Calls) -> grpc.GenericRpcHandler[Any, Any]:
+_PEERS_KEPT = 1024
+_peers: dict[bytes, str | None] = {}
+
+
+def _peer(context: Context[Any, Any]) -> str | None:
+    """The identity of the connection's client certificate (grpc verified it
+    against the client CA in the handshake), parsed once per certificate."""
+    pem = next(iter(context.auth_context().get("x509_pem_cert", ())), None)
+    if pem is None:
+        return None
+    if pem not in _peers:
+        if len(_peers) >= _PEERS_KEPT:
+            _peers.clear()
+        _peers[pem] = identity_of_pem(pem)
+    return _peers[pem]
+
+
+def service_handler(calls: Calls, *, client_certs: bool = False) -> grpc.GenericRpcHandler[Any, Any]:
     handlers = {
-        name: _method_handler(calls, name, method, request_type)
+        name: _method_handler(calls, name, method, request_type, client_certs)
         for name, (method, request_type) in core_methods().items()
     }
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
@@ -204,6 +227,7 @@ def build_grpc_server(
     extra_handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = (),
     handshake_timeout_s: float = 10.0,
     max_connections: int = 4096,
+    client_certs: bool = False,
 ) -> GrpcServer:
     server = grpc.aio.server(
         options=[
@@ -221,7 +245,7 @@ def build_grpc_server(
             ("grpc.max_metadata_size", _MAX_METADATA_BYTES),
         ]
     )
-    server.add_generic_rpc_handlers((service_handler(calls),))
+    server.add_generic_rpc_handlers((service_handler(calls, client_certs=client_certs),))
     if extra_handlers:
         server.add_generic_rpc_handlers(extra_handlers)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined] # public, unstubbed

@@ -64,6 +64,7 @@ async def serve_granian(
     *,
     native: bool = True,
     limits: HttpLimits = HttpLimits(),  # frozen
+    peers: Callable[[int], str | None] | None = None,
 ) -> None:
     """Serve `app` on an already bound socket until `stop` is set; the socket
     is handed over (closed here). native=False: granian's ASGI interface, for
@@ -74,7 +75,7 @@ async def serve_granian(
 
     host, port = sock.getsockname()[:2]
     sock.close()  # never listened on; granian binds the port itself (SO_REUSEPORT on Linux)
-    bridge = AsgiOverRsgi(app, body_timeout_s=limits.body_timeout_s) if native else None
+    bridge = AsgiOverRsgi(app, body_timeout_s=limits.body_timeout_s, peers=peers) if native else None
     target, interface = (bridge, Interfaces.RSGI) if bridge is not None else (app, Interfaces.ASGINL)
     server = Server(
         target,

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
+from hostauth.tls.front import peer_identity
 from hostauth.transport.calls import STOPPED_MID_CALL
 
 # A body that announces at most this many bytes is read in one await; a
@@ -103,10 +105,15 @@ class _BodyReads:
 
 
 class AsgiOverRsgi:
-    __slots__ = ("_app", "_body_reads")
+    __slots__ = ("_app", "_body_reads", "_peers")
 
-    def __init__(self, app: Any, *, body_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, app: Any, *, body_timeout_s: float = 10.0, peers: Callable[[int], str | None] | None = None
+    ) -> None:
         self._app = app
+        # Behind the TLS front: the client certificate's identity by the port
+        # the front's connection comes from (tls/front.py).
+        self._peers = peers
         # From the app's first read of the body to its last byte.
         self._body_reads = _BodyReads(body_timeout_s)
 
@@ -146,9 +153,13 @@ class AsgiOverRsgi:
             self._body_reads,
             drained=bodiless,
         )
+        peer = self._peers(int(client_port or 0)) if self._peers is not None else None
+        token = peer_identity.set(peer) if peer is not None else None
         try:
             await self._app(asgi_scope, call.receive, call.send)
         finally:
+            if token is not None:
+                peer_identity.reset(token)
             await call.drain()
 
 
