@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.support.sensitive import remember
+
 
 @dataclass(frozen=True)
 class Issued:
@@ -30,7 +32,9 @@ class Issued:
         )
 
     def write(self, folder: Path, name: str) -> tuple[Path, Path]:
-        """The certificate and key as `name.pem` and `name.key`."""
+        """The certificate and key as `name.pem` and `name.key` (the key
+        remembered: no log may show it)."""
+        remember(self.key_pem.decode().splitlines()[1])
         cert, key = folder / f"{name}.pem", folder / f"{name}.key"
         cert.write_bytes(self.cert_pem)
         key.write_bytes(self.key_pem)

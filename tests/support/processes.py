@@ -48,9 +48,9 @@ def start_server(
     log = log_dir / f"server-{http_port}.log"
     full_env = {
         **os.environ,
-        **env,
         "HOSTAUTH_HTTP_ADDR": f"127.0.0.1:{http_port}",
         "HOSTAUTH_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+        **env,  # its addresses, when it names them, on the same ports
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -63,10 +63,14 @@ def start_server(
     return ServerProcess(proc, http_port, grpc_port, log)
 
 
-async def wait_serving(server: ServerProcess, within_s: float = 60) -> None:
+async def wait_serving(
+    server: ServerProcess, within_s: float = 60, *, tls: grpc.ChannelCredentials | None = None
+) -> None:
     """Until gRPC health says SERVING (so migrations have run)."""
     deadline = asyncio.get_running_loop().time() + within_s
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+    target = f"127.0.0.1:{server.grpc_port}"
+    channel = grpc.aio.secure_channel(target, tls) if tls is not None else grpc.aio.insecure_channel(target)
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if server.proc.poll() is not None:

@@ -65,8 +65,22 @@ class TlsFront:
         return self._peers.get(client_port)
 
     async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_server(self._connection, sock=sock, backlog=1024)
+        # The server's context is the one of the start; each handshake is
+        # switched to the current one (from the client hello's callback, which
+        # runs with or without SNI), so a renewed certificate needs no new server.
+        base = self._certs.context()
+        base.sni_callback = self._current_certificate
+        self._server = await asyncio.start_server(
+            self._connection, sock=sock, backlog=1024, ssl=base, ssl_handshake_timeout=self._handshake_s
+        )
         self._sweeper = asyncio.create_task(self._sweep())
+
+    def _current_certificate(
+        self, conn: ssl.SSLObject, _server_name: str | None, base: ssl.SSLContext
+    ) -> None:
+        current = self._certs.context()
+        if current is not base:
+            conn.context = current
 
     async def close(self) -> None:
         """Stop accepting; open connections stay until granian closes its side."""
@@ -95,10 +109,9 @@ class TlsFront:
         port = 0
         try:
             try:
-                await writer.start_tls(self._certs.context(), ssl_handshake_timeout=self._handshake_s)
                 first = await asyncio.wait_for(reader.read(_CHUNK), self._handshake_s)
-            except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError):
-                return  # not TLS, a certificate refused, or too slow: the handshake's own alert says so
+            except (OSError, ssl.SSLError, TimeoutError):
+                return
             if not first:
                 return
             der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
