@@ -5,10 +5,6 @@ start with one line."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 from uuid import uuid4
 
@@ -20,7 +16,7 @@ from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.store import ApiKeyStore, connect_pool
 from tests.support.certs import make_ca, server_cert
 from tests.support.db import create_database
-from tests.support.processes import ROOT, free_port, start_server, wait_serving
+from tests.support.processes import failed_start, free_port, start_server, wait_serving
 from tests.support.requests import create_request
 from tests.support.serving import TEST_KEYRING_JSON, make_api_key
 from tests.support.wire import ConnectWire, GrpcWire, Wire
@@ -83,24 +79,14 @@ async def test_certificate_files_that_cannot_be_used_stop_the_start_with_one_lin
         (tmp_path / "missing.pem", other_key, "missing.pem: No such file or directory"),
         (cert, other_key, "not usable"),
     ):
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "hostauth", "serve"],
-            cwd=ROOT,
-            env={
-                **os.environ,
+        line = await failed_start(
+            {
                 "DATABASE_URL": "postgresql://127.0.0.1:1/x",
                 "HOSTAUTH_KEYRING": TEST_KEYRING_JSON,
                 "HOSTAUTH_TLS_CERT_FILE": str(cert_file),
                 "HOSTAUTH_TLS_KEY_FILE": str(key_file),
             },
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+            status=2,
         )
-        assert done.returncode == 2, done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1, done.stderr
-        assert lines[0].startswith("hostauth: ")
-        assert reason in lines[0]
+        assert line.startswith("hostauth: ")
+        assert reason in line

@@ -84,3 +84,23 @@ async def wait_serving(
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"server not serving after {within_s}s:\n{server.log.read_text()}")
             await asyncio.sleep(0.1)
+
+
+async def failed_start(env: Mapping[str, str], status: int) -> str:
+    """`hostauth serve` with env added, which must stop at once with `status`
+    and one line on stderr: that line."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "hostauth", "serve"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == status, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stdout
+    return lines[0]
