@@ -164,7 +164,9 @@ async def serve(
         probe=lambda: calls.probe,
         timeout_s=settings.db_timeout_s,
     )
-    app = build_connect_app(calls, max_message_bytes=limit, routes=routes, readiness=readiness)
+    app = build_connect_app(
+        calls, max_message_bytes=limit, routes=routes, readiness=readiness, cors_origins=settings.cors_origins
+    )
     await grpc_server.server.start()
     # grpc's threads have started and keep the normal policy; this thread (the
     # event loop) and the HTTP server's, started from here on, share one core

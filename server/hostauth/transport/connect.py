@@ -23,6 +23,7 @@ from hostauth.errors import FieldViolation, InvalidArgument
 from hostauth.tls.front import peer_identity
 from hostauth.transport.calls import Calls, CoreMethod, Refused
 from hostauth.transport.codecs import connect_codecs
+from hostauth.transport.cors import Cors
 from hostauth.transport.health import HEALTH_PATHS, Readiness, answer_health
 from hostauth.transport.status import STATUS
 
@@ -113,17 +114,19 @@ class ConnectApp:
     and any routes of an embedding program's own (the benchmark's echo),
     checked in the same step rather than by an app wrapped around this one."""
 
-    __slots__ = ("_inner", "_readiness", "_routes")
+    __slots__ = ("_cors", "_inner", "_readiness", "_routes")
 
     def __init__(
         self,
         inner: RunnerConfigurationServiceASGIApplication,
         routes: tuple[tuple[str, Any], ...] = (),
         readiness: Readiness | None = None,
+        cors: Cors | None = None,
     ) -> None:
         self._inner = inner
         self._routes = routes
         self._readiness = readiness
+        self._cors = cors
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -132,6 +135,10 @@ class ConnectApp:
         if scope["path"] in HEALTH_PATHS and self._readiness is not None:
             await answer_health(self._readiness, scope, send)
             return
+        if self._cors is not None:
+            send = await self._cors.handle(scope, send)
+            if send is None:
+                return
         if self._routes:
             for prefix, app in self._routes:
                 if scope["path"].startswith(prefix):
@@ -198,6 +205,7 @@ def build_connect_app(
     max_message_bytes: int,
     routes: tuple[tuple[str, Any], ...] = (),
     readiness: Readiness | None = None,
+    cors_origins: tuple[str, ...] = (),
 ) -> ConnectApp:
     return ConnectApp(
         RunnerConfigurationServiceASGIApplication(
@@ -207,4 +215,5 @@ def build_connect_app(
         ),
         routes,
         readiness,
+        Cors(cors_origins) if cors_origins else None,
     )
