@@ -99,12 +99,13 @@ async def run_grpc(
     """gRPC on bench.grpc_wire, a connection per client as h2load makes (the
     server's workers share the port by connection): closed loop, or with rps
     an open loop fed from one schedule."""
-    host, port = target.rsplit(":", 1)
+    tls = target.startswith("tls:")  # the service's TLS port
+    host, port = target.removeprefix("tls:").rsplit(":", 1)
     metadata = {"authorization": f"Bearer {credential}"}
     due: asyncio.Queue[int] | None = asyncio.Queue() if rps else None
 
     async def caller() -> None:
-        conn = await GrpcConnection.open(host, int(port), PATH, metadata)
+        conn = await GrpcConnection.open(host, int(port), PATH, metadata, tls=tls)
         while True:
             at = await due.get() if due is not None else time.perf_counter_ns()
             if at >= end:
@@ -115,7 +116,7 @@ async def run_grpc(
             except Refused:
                 ok = False
                 conn.close()
-                conn = await GrpcConnection.open(host, int(port), PATH, metadata)
+                conn = await GrpcConnection.open(host, int(port), PATH, metadata, tls=tls)
             tally.record(ok, at, sent)
         conn.close()
 

@@ -70,6 +70,7 @@ class Service:
     http: int
     grpc: int
     log: Path
+    scheme: str = "http"  # https: both ports serve TLS
 
     def pids(self) -> list[int]:
         started = re.search(r"started \d+ worker\(s\): ([\d, ]+)", self.log.read_text())
@@ -88,6 +89,7 @@ def service(
     cwd: Path = ROOT,
     name: str = "service",
     ports: tuple[int, int] | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[Service]:
     """The service with the bench's echo (bench/server.py); `command` and
     `cwd` start another checkout's instead (bench/ab.py); `ports` (HTTP,
@@ -102,6 +104,8 @@ def service(
         "HOSTAUTH_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
         "HOSTAUTH_WORKERS": str(workers),
     }
+    if tls is not None:  # a certificate and key: TLS on both ports
+        env |= {"HOSTAUTH_TLS_CERT_FILE": str(tls[0]), "HOSTAUTH_TLS_KEY_FILE": str(tls[1])}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             list(command),
@@ -110,7 +114,7 @@ def service(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    svc = Service(proc, http, grpc_port, log)
+    svc = Service(proc, http, grpc_port, log, "https" if tls is not None else "http")
     try:
         deadline = time.monotonic() + 60
         while log.read_text().count("serving Connect") < workers:

@@ -13,6 +13,7 @@ the rows written besides.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import struct
 from typing import cast
 
@@ -86,9 +87,20 @@ class GrpcConnection(asyncio.Protocol):
         self._closed: BaseException | None = None
 
     @classmethod
-    async def open(cls, host: str, port: int, path: str, metadata: dict[str, str]) -> GrpcConnection:
+    async def open(
+        cls, host: str, port: int, path: str, metadata: dict[str, str], *, tls: bool = False
+    ) -> GrpcConnection:
+        """tls: over TLS (HTTP/2 by ALPN), the server's certificate not checked (the bench's own)."""
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(lambda: cls(f"{host}:{port}", path, metadata), host, port)
+        context = None
+        if tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["h2"])
+        _, conn = await loop.create_connection(
+            lambda: cls(f"{host}:{port}", path, metadata), host, port, ssl=context
+        )
         return conn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

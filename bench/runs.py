@@ -99,7 +99,7 @@ def run_once(
     if transport == "grpc":
         body = grpc_frame(message.SerializeToString())  # type: ignore[attr-defined]
         headers = {"content-type": "application/grpc", "te": "trailers", **auth}
-        url = f"http://127.0.0.1:{svc.grpc}/{path}"
+        url = f"{svc.scheme}://127.0.0.1:{svc.grpc}/{path}"
         # Warm up in a run of its own: the DATA bytes of the measured run must
         # be its own for the success count below.
         if warm_up:
@@ -124,7 +124,7 @@ def run_once(
     body = message.SerializeToString() if encoding == "proto" else json_format.MessageToJson(message).encode()  # type: ignore[attr-defined,arg-type]
     headers = {"content-type": f"application/{encoding}", "connect-protocol-version": "1", **auth}
     return h2load(
-        f"http://127.0.0.1:{svc.http}/{path}",
+        f"{svc.scheme}://127.0.0.1:{svc.http}/{path}",
         body,
         headers,
         clients=clients,
@@ -144,19 +144,23 @@ def create_run(
     runner = str(uuid.uuid4())
     if transport == "grpc" or rps:
         target = f"127.0.0.1:{svc.grpc}" if transport == "grpc" else f"127.0.0.1:{svc.http}"
+        if svc.scheme == "https":
+            if transport != "grpc" or rps:
+                raise ValueError("over TLS, Create runs closed-loop: wrk for Connect, create_load for gRPC")
+            target = f"tls:{target}"
         result = create_load(
             target, transport, fixture.key, runner, clients=clients, seconds=seconds, rps=rps, warm_up=warm_up
         )
     else:
         if warm_up:  # wrk has no warm-up of its own
             wrk(
-                f"http://127.0.0.1:{svc.http}",
+                f"{svc.scheme}://127.0.0.1:{svc.http}",
                 create_lua(fixture.key, transport.split("-")[1], str(uuid.uuid4())),
                 clients=clients,
                 seconds=WARM_UP_S,
             )
         result = wrk(
-            f"http://127.0.0.1:{svc.http}",
+            f"{svc.scheme}://127.0.0.1:{svc.http}",
             create_lua(fixture.key, transport.split("-")[1], runner),
             clients=clients,
             seconds=seconds,

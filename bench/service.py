@@ -40,6 +40,7 @@ from bench.report import Row, cpu_line, paired_ratio, table
 from bench.runs import METHODS, TRANSPORTS, run_once
 from hostauth.crypto.keyring import generate_keyring_json
 from hostauth.runtime.embedded_pg import EmbeddedPostgres
+from tests.support.certs import make_ca, server_cert
 
 
 async def settle(dsn: str) -> None:
@@ -130,6 +131,42 @@ def scaling(
     return first, second
 
 
+TLS_ROWS = (
+    ("Create", "grpc"),
+    ("Create", "connect-proto"),
+    ("GetValue", "grpc"),
+    ("GetValue", "connect-proto"),
+)
+
+
+def tls_cost(plain: Service, secure: Service, fixture: Fixture, seconds: float, rounds: int) -> list[str]:
+    """Create and GetValue on both ports at c=16, plaintext and over TLS (new
+    connections only at the start of a round: keep-alive, as clients run),
+    the two services' rounds alternating; each row's TLS rate and p99 as a
+    ratio to plaintext's (the median of the paired rounds' ratios)."""
+    lines = []
+    for method, transport in TLS_ROWS:
+        for svc in (plain, secure):
+            run_once(svc, fixture, method, transport, 16, 0.3, warm_up=False)
+        runs: tuple[list[Result], list[Result]] = ([], [])
+        for r in range(rounds):
+            for i in (0, 1) if r % 2 == 0 else (1, 0):
+                asyncio.run(settle(fixture.dsn))
+                runs[i].append(
+                    run_once((plain, secure)[i], fixture, method, transport, 16, seconds, warm_up=False)
+                )
+        p, s = median_result(runs[0]), median_result(runs[1])
+        rate = paired_ratio([x.rps for x in runs[1]], [x.rps for x in runs[0]])
+        p99 = paired_ratio([x.p99_ms for x in runs[1]], [x.p99_ms for x in runs[0]])
+        errors = sum(x.errors for x in runs[0] + runs[1])
+        lines.append(
+            f"  {method:<9}{transport:<15}plaintext {p.rps:>7.0f}/s p99 {p.p99_ms:6.2f} ms"
+            f"   TLS {s.rps:>7.0f}/s p99 {s.p99_ms:6.2f} ms   rate x{rate:.2f}, p99 x{p99:.2f}"
+            f"   errors {errors}"
+        )
+    return lines
+
+
 def open_loop(svc: Service, fixture: Fixture, rows: list[Row], seconds: float, rounds: int) -> list[str]:
     """Each c=16 row again at 80 % of its rate, rounds round-robin as in the
     closed loop; a row reports its median round by p99, with every round's
@@ -201,6 +238,13 @@ def main() -> None:
             )
             for line in open_loop(svc, fixture, rows, seconds, rounds):
                 print(line, flush=True)
+            tls_files = server_cert(make_ca("bench CA")).write(folder, "bench-server")
+            with service(fixture, keyring, args.workers, folder, name="tls", tls=tls_files) as secure:
+                print(
+                    f"\nTLS (c=16, {max(rounds, 3)} rounds alternating with plaintext), TLS over plaintext:"
+                )
+                for line in tls_cost(svc, secure, fixture, seconds, max(rounds, 3)):
+                    print(line, flush=True)
             if args.workers > 1:
                 with service(fixture, keyring, 1, folder) as one:
                     many, single = scaling(
