@@ -90,3 +90,27 @@ async def test_certificate_files_that_cannot_be_used_stop_the_start_with_one_lin
         )
         assert line.startswith("hostauth: ")
         assert reason in line
+
+
+async def test_plaintext_beyond_loopback_when_allowed_serves_with_a_warning(
+    admin_dsn: str, log_dir: Path
+) -> None:
+    dsn = await create_database(admin_dsn)
+    http_port, grpc_port = free_port(), free_port()
+    env = {
+        "DATABASE_URL": dsn,
+        "HOSTAUTH_KEYRING": TEST_KEYRING_JSON,
+        "HOSTAUTH_HTTP_ADDR": f"0.0.0.0:{http_port}",
+        "HOSTAUTH_GRPC_ADDR": f":{grpc_port}",
+        "HOSTAUTH_ALLOW_PLAINTEXT": "true",
+    }
+    server = start_server(log_dir, env, args=("--workers", "1"), ports=(http_port, grpc_port))
+    try:
+        await wait_serving(server)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+            assert (await http.get("/readyz")).status_code == 200
+    finally:
+        log = server.stop()
+    warnings = [line for line in log.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, log
+    assert "serving plaintext beyond loopback (HOSTAUTH_ALLOW_PLAINTEXT)" in warnings[0]

@@ -29,9 +29,9 @@ from hostauth.runtime.serve import Running
 from hostauth.store import ApiKeyStore
 from hostauth.tls.identities import ClientIdentities
 from tests.support.certs import Issued, issue, make_ca, server_cert
-from tests.support.lifecycle import create, get_value
+from tests.support.lifecycle import create, delete, get, get_value, list_page, update
 from tests.support.processes import ROOT
-from tests.support.requests import create_request
+from tests.support.requests import create_request, secret
 from tests.support.serving import serving
 from tests.support.wire import ConnectWire, GrpcWire, RpcError, Wire
 
@@ -127,11 +127,18 @@ async def test_every_wire_answers_the_same_over_tls(
 ) -> None:
     assert tls_running.http_url.startswith("https://")
     wire = _wire(name, tls_running, pki, admin_key)
-    try:
+    try:  # every method, and a refusal
         request = create_request()
         token = await create(wire, request)
-        value = await get_value(wire, token.id)
-        assert value.token == request.token
+        assert (await get(wire, token.id)).host == request.host
+        assert [t.id for t in (await list_page(wire, runner_id=request.runner_id)).tokens] == [token.id]
+        renewed = secret("gho_")
+        await update(wire, token.id, token=renewed)
+        assert (await get_value(wire, token.id)).token == renewed
+        await delete(wire, token.id)
+        with pytest.raises(RpcError) as gone:
+            await get(wire, token.id)
+        assert gone.value.code == "not_found"
         with pytest.raises(RpcError) as refused:
             await get_value(wire, "not-a-uuid")
         assert refused.value.code == "invalid_argument"
