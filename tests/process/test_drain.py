@@ -8,20 +8,17 @@ import asyncio
 import signal
 import time
 from pathlib import Path
-from uuid import uuid4
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
-from hostauth.store import ApiKeyStore, connect_pool
 from hostauth.transport.grpc import SERVICE_NAME
 from tests.support.db import create_database
 from tests.support.processes import start_server, wait_serving
 from tests.support.requests import create_request
-from tests.support.serving import TEST_KEYRING_JSON, make_api_key
+from tests.support.serving import TEST_KEYRING_JSON, service_account_key
 from tests.support.wire import ConnectWire, GrpcWire, Wire
 
 DELAY_S = 3.0
@@ -50,11 +47,7 @@ async def test_sigterm_says_not_ready_at_once_and_serves_through_the_drain_delay
     server = start_server(log_dir, env, args=("--workers", "2"))
     try:
         await wait_serving(server)
-        pool = await connect_pool(dsn, min_size=1, max_size=1)
-        try:
-            key = await make_api_key(ApiKeyStore(pool), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4())
-        finally:
-            await pool.close()
+        key = await service_account_key(dsn)
         url = f"http://127.0.0.1:{server.http_port}"
         wires: list[Wire] = [
             GrpcWire(f"127.0.0.1:{server.grpc_port}", key),

@@ -29,7 +29,7 @@ from tests.support.db import create_database, with_database
 from tests.support.own_postgres import own_postgres
 from tests.support.processes import ServerProcess, free_port, start_server, wait_serving
 from tests.support.requests import create_request
-from tests.support.serving import TEST_KEYRING_JSON, make_api_key
+from tests.support.serving import TEST_KEYRING_JSON, make_api_key, service_account_key
 from tests.support.wire import ConnectWire, GrpcWire, RpcError, Wire
 
 
@@ -283,11 +283,7 @@ async def test_a_worker_that_dies_is_started_again(admin_dsn: str, log_dir: Path
             await asyncio.sleep(0.1)
         assert _children(server.proc.pid) == (first - {dead}) | {again}
         assert f"worker {dead} exited with -9; started worker {again}" in server.log.read_text()
-        pool = await connect_pool(dsn, min_size=1, max_size=1)
-        try:
-            key = await make_api_key(ApiKeyStore(pool), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4())
-        finally:
-            await pool.close()
+        key = await service_account_key(dsn)
         await _creates_on_new_connections(
             ConnectWire(f"http://127.0.0.1:{server.http_port}", "proto", credential=key), key
         )
@@ -306,11 +302,7 @@ async def test_a_worker_replaced_while_the_database_is_out_serves_and_recovers(l
         server = start_server(log_dir, env, args=("--workers", "2"))
         try:
             await wait_serving(server)
-            pool = await connect_pool(dsn, min_size=1, max_size=1)
-            try:
-                key = await make_api_key(ApiKeyStore(pool), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4())
-            finally:
-                await pool.close()
+            key = await service_account_key(dsn)
             pg.stop(keep_address=True)
             first = _children(server.proc.pid)
             dead = min(first)

@@ -6,19 +6,16 @@ start with one line."""
 from __future__ import annotations
 
 from pathlib import Path
-from uuid import uuid4
 
 import grpc
 import httpx
 
-from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
-from hostauth.store import ApiKeyStore, connect_pool
 from tests.support.certs import make_ca, server_cert
 from tests.support.db import create_database
 from tests.support.processes import failed_start, free_port, start_server, wait_serving
 from tests.support.requests import create_request
-from tests.support.serving import TEST_KEYRING_JSON, make_api_key
+from tests.support.serving import TEST_KEYRING_JSON, service_account_key
 from tests.support.wire import ConnectWire, GrpcWire, Wire
 
 
@@ -41,11 +38,7 @@ async def test_serve_with_tls_on_every_address_serves_both_wires(admin_dsn: str,
     credentials = grpc.ssl_channel_credentials(ca_file.read_bytes())
     try:
         await wait_serving(server, tls=credentials)
-        pool = await connect_pool(dsn, min_size=1, max_size=1)
-        try:
-            api_key = await make_api_key(ApiKeyStore(pool), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4())
-        finally:
-            await pool.close()
+        api_key = await service_account_key(dsn)
         verify = httpx.create_ssl_context(verify=str(ca_file))
         url = f"https://127.0.0.1:{http_port}"
         async with httpx.AsyncClient(base_url=url, verify=verify) as http:

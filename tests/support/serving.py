@@ -6,8 +6,9 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
+from gitpod.v1 import identity_pb2
 from hostauth.auth.api_key_cache import CachedApiKeys
 from hostauth.auth.api_keys import hash_api_key, new_api_key
 from hostauth.auth.authenticator import Authenticator, IdentityLookup
@@ -16,7 +17,7 @@ from hostauth.config import Address, Settings
 from hostauth.core.service import HostAuthService
 from hostauth.crypto.keyring import generate_keyring_json
 from hostauth.runtime.serve import NO_EXTRAS, Extras, Running, serve
-from hostauth.store import ApiKeyStore
+from hostauth.store import ApiKeyStore, connect_pool
 from hostauth.store.pooled import ping
 from hostauth.transport.calls import Calls
 from tests.support.sensitive import remember
@@ -60,3 +61,12 @@ async def serving(
             yield running
     finally:
         await cached_keys.close()
+
+
+async def service_account_key(dsn: str) -> str:
+    """A new service account's API key in the database at dsn (no grants)."""
+    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    try:
+        return await make_api_key(ApiKeyStore(pool), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4())
+    finally:
+        await pool.close()
