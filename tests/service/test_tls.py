@@ -339,6 +339,9 @@ async def test_certificates_that_cannot_be_trusted_are_refused_in_the_handshake(
         else:
             with pytest.raises(httpx.HTTPError):
                 await create(wire)
+        trusted = _wire(name, mtls_running, pki, admin_key, pki.client(DEPLOYER))
+        await create(trusted)  # the port serves: the refusal was the certificate's
+        await trusted.close()  # type: ignore[attr-defined]
     finally:
         await wire.close()  # type: ignore[attr-defined]
 
