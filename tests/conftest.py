@@ -24,6 +24,7 @@ from hostauth.crypto import KeyProviders, LocalKeyring, Sealer
 from hostauth.runtime.embedded_pg import EmbeddedPostgres
 from hostauth.runtime.serve import Running
 from hostauth.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key
+from hostauth.telemetry.logs import CallContext, json_formatter
 from hostauth.vault import EncryptedTokens
 from tests.support.db import create_database
 from tests.support.jwts import AUDIENCE, ISSUER, Issuer
@@ -31,15 +32,26 @@ from tests.support.sensitive import leaks
 from tests.support.serving import TEST_KEYRING_JSON, make_api_key, serving
 from tests.support.wire import READ_WIRES, WIRES, ConnectWire, GrpcWire, Wire
 
+# Servers the tests start as processes name their own metrics port
+# (tests/support/processes.py); any other start serves no metrics.
+os.environ.setdefault("HOSTAUTH_METRICS_ADDR", "")
+
 
 class _Collector(logging.Handler):
+    """Every record as a text line, and as the JSON line of
+    HOSTAUTH_LOG_FORMAT=json (with the event's fields: the access log's)."""
+
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.addFilter(CallContext())
+        self._json = json_formatter()
         self.lines: list[str] = []
+        self.json_lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))  # includes any traceback
+        self.json_lines.append(self._json.format(record))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,7 +73,7 @@ def no_secret_in_any_log() -> Iterator[_Collector]:
     canary.debug("log capture canary: end")
     root.removeHandler(collector)
     root.setLevel(previous)
-    leaked = [(line[:80], leaks(line)) for line in collector.lines if leaks(line)]
+    leaked = [(line[:80], leaks(line)) for line in collector.lines + collector.json_lines if leaks(line)]
     assert not leaked, f"secrets or credentials in logs: {leaked[:5]}"
     # A background thread may log after the canary, so not lines[-1].
     assert "DEBUG hostauth.tests: log capture canary: end" in collector.lines

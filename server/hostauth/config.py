@@ -21,6 +21,8 @@ API_KEY_PREFIX = "hak_"
 DEFAULT_DB_TIMEOUT_S = 10.0
 
 EVENT_LOOPS = ("uvloop", "asyncio")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR")
 
 
 class ConfigError(Exception):
@@ -153,6 +155,20 @@ class Settings:
     drain_delay_s: float = 0.0
     # Browser origins allowed to call the Connect port (CORS); none: no CORS.
     cors_origins: tuple[str, ...] = ()
+    # Where /metrics is served (Prometheus text format) for the whole service;
+    # None: no metrics, and none recorded.
+    metrics_addr: Address | None = Address("127.0.0.1", 9464)
+    # Log lines as text or as one JSON object a line; the least level logged.
+    log_format: str = "text"
+    log_level: str = "INFO"
+    # One log line per call (hostauth.access).
+    access_log: bool = False
+    # OpenTelemetry traces, configured by the standard OTEL_* variables: on
+    # when an OTLP endpoint or a traces exporter is named there.
+    tracing: bool = False
+    # This worker's place among the supervisor's (0 when serving alone): worker
+    # 0 computes the gauges read from the database.
+    worker_index: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, dev: bool = False, database: bool = True) -> Settings:
@@ -193,6 +209,12 @@ class Settings:
             allow_plaintext=_switch(env, "HOSTAUTH_ALLOW_PLAINTEXT", default=False),
             cors_origins=_origins(env),
             drain_delay_s=_seconds(env, "HOSTAUTH_DRAIN_DELAY_S", 0.0, zero=True),
+            metrics_addr=_optional_address(env, "HOSTAUTH_METRICS_ADDR", "127.0.0.1:9464"),
+            log_format=_choice(env, "HOSTAUTH_LOG_FORMAT", LOG_FORMATS),
+            log_level=_choice(env, "HOSTAUTH_LOG_LEVEL", LOG_LEVELS, upper=True),
+            access_log=_switch(env, "HOSTAUTH_ACCESS_LOG", default=False),
+            tracing=tracing_configured(env),
+            worker_index=int(env.get("HOSTAUTH_WORKER_INDEX", "0") or 0),
         )
         if settings.database_url is None and not dev and database:
             raise ConfigError("DATABASE_URL is required (or start with --dev for an embedded database)")
@@ -265,6 +287,34 @@ def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if value in ("0", "false", "off", "no"):
         return False
     raise ConfigError(f"{name} must be on or off (1/0, true/false), got {value!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], *, upper: bool = False) -> str:
+    """The setting, one of `choices`; the first when unset."""
+    value = env.get(name, "").strip()
+    value = value.upper() if upper else value.lower()
+    if not value:
+        return choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _optional_address(env: Mapping[str, str], name: str, default: str) -> Address | None:
+    """An address, or None when the setting is set and empty (off)."""
+    text = env.get(name, default).strip()
+    return Address.parse(text, setting=name) if text else None
+
+
+def tracing_configured(env: Mapping[str, str]) -> bool:
+    """Whether the OTEL_* variables ask for traces: an OTLP endpoint, or a
+    traces exporter other than none, and the SDK not disabled."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter != "none"
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:

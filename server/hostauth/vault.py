@@ -9,6 +9,7 @@ store (hostauth/store/) sees only ciphertext.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from uuid import UUID
 
@@ -28,6 +29,15 @@ from hostauth.core.model import (
 )
 from hostauth.crypto import DecryptionError, Sealer, SecretContext
 from hostauth.store import Ciphertext, NewToken, Sealed, SealedSecrets, TokenStore
+from hostauth.telemetry import tracing
+
+
+def _audit_span(event: AuditEvent) -> contextlib.AbstractContextManager[object]:
+    """A span for a statement that writes an audit row (with the write or the
+    read it records, or alone)."""
+    return tracing.span(
+        "audit.write", {"hostauth.audit.method": event.method, "hostauth.audit.outcome": event.outcome}
+    )
 
 
 class EncryptedTokens:
@@ -52,7 +62,8 @@ class EncryptedTokens:
 
     async def insert(self, record: TokenRecord, secrets: Secrets, audit: AuditEvent) -> bool:
         sealed = await self._seal(record.id, secrets)
-        return await self._store.insert(NewToken(record, sealed, audit))
+        with _audit_span(audit):
+            return await self._store.insert(NewToken(record, sealed, audit))
 
     async def replace(self, record: TokenRecord, secrets: Secrets, audit: AuditEvent) -> UUID | None:
         # One pooled connection for the lookup and the write, as one request.
@@ -63,8 +74,9 @@ class EncryptedTokens:
             # The ciphertexts are bound to the id: sealed anew under the existing one.
             sealed = await self._seal(existing, secrets)
             audit = dataclasses.replace(audit, token_id=existing)
-            if await db.replace(record._replace(id=existing), sealed, audit):
-                return existing
+            with _audit_span(audit):
+                if await db.replace(record._replace(id=existing), sealed, audit):
+                    return existing
         return None
 
     async def get(self, token_id: UUID) -> TokenRecord | None:
@@ -91,19 +103,24 @@ class EncryptedTokens:
             refresh = await self._seal_one(token_id, FIELD_REFRESH_TOKEN, changes.refresh_token)
         sealed = TokenChanges(token, refresh, changes.expires_at, changes.scopes)
         async with self._store.session() as db:
-            return await db.update(token_id, sealed, runner_id=runner_id, subject_id=subject_id, audit=audit)
+            with _audit_span(audit):
+                return await db.update(
+                    token_id, sealed, runner_id=runner_id, subject_id=subject_id, audit=audit
+                )
 
     async def delete(
         self, token_id: UUID, *, runner_id: UUID | None, subject_id: UUID | None, audit: AuditEvent
     ) -> bool:
         async with self._store.session() as db:
-            deleted = await db.delete(token_id, runner_id=runner_id, subject_id=subject_id, audit=audit)
+            with _audit_span(audit):
+                deleted = await db.delete(token_id, runner_id=runner_id, subject_id=subject_id, audit=audit)
         if deleted:
             self._sealer.forget(str(token_id))  # its cached data keys go with it
         return deleted
 
     async def read_secrets(self, read: SecretRead) -> tuple[TokenRecord, Secrets] | None:
-        found = await self._store.read_secrets(read)
+        with _audit_span(read.audit):
+            found = await self._store.read_secrets(read)
         if found is None:
             return None
         record, sealed = found
@@ -123,4 +140,5 @@ class EncryptedTokens:
         return record, Secrets(token, refresh)
 
     async def audit(self, event: AuditEvent) -> None:
-        await self._store.audit(event)
+        with _audit_span(event):
+            await self._store.audit(event)

@@ -30,6 +30,7 @@ class ServerProcess:
     http_port: int
     grpc_port: int
     log: Path
+    metrics_port: int = 0
 
     def stop(self) -> str:
         self.proc.terminate()
@@ -45,11 +46,13 @@ def start_server(
     log_dir: Path, env: Mapping[str, str], *, args: tuple[str, ...] = (), ports: tuple[int, int] | None = None
 ) -> ServerProcess:
     http_port, grpc_port = ports or (free_port(), free_port())
+    metrics_port = free_port()
     log = log_dir / f"server-{http_port}.log"
     full_env = {
         **os.environ,
         "HOSTAUTH_HTTP_ADDR": f"127.0.0.1:{http_port}",
         "HOSTAUTH_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+        "HOSTAUTH_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
         **env,  # its addresses, when it names them, on the same ports
     }
     with log.open("wb") as out:
@@ -60,7 +63,7 @@ def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    return ServerProcess(proc, http_port, grpc_port, log)
+    return ServerProcess(proc, http_port, grpc_port, log, metrics_port)
 
 
 async def wait_serving(

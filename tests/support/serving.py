@@ -19,6 +19,7 @@ from hostauth.crypto.keyring import generate_keyring_json
 from hostauth.runtime.serve import NO_EXTRAS, Extras, Running, serve
 from hostauth.store import ApiKeyStore, connect_pool
 from hostauth.store.pooled import ping
+from hostauth.telemetry.calls import CallTelemetry
 from hostauth.transport.calls import Calls
 from tests.support.sensitive import remember
 
@@ -56,17 +57,21 @@ async def serving(
     await cached_keys.start()
     try:
         probe = functools.partial(ping, api_keys.pool)
-        calls = Calls(settings.db_timeout_s, core, Authenticator(cached_keys, jwt, identities), probe)
+        # Every call metered and in the access log, which the no-secret check reads.
+        telemetry = CallTelemetry(metrics=True, access_log=True)
+        calls = Calls(
+            settings.db_timeout_s, core, Authenticator(cached_keys, jwt, identities), probe, telemetry
+        )
         async with serve(calls, settings, extras=extras) as running:
             yield running
     finally:
         await cached_keys.close()
 
 
-async def service_account_key(dsn: str) -> str:
-    """A new service account's API key in the database at dsn (no grants)."""
+async def service_account_key(dsn: str, *grants: str) -> str:
+    """A new service account's API key in the database at dsn, with these grants."""
     pool = await connect_pool(dsn, min_size=1, max_size=1)
     try:
-        return await make_api_key(ApiKeyStore(pool), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4())
+        return await make_api_key(ApiKeyStore(pool), identity_pb2.PRINCIPAL_SERVICE_ACCOUNT, uuid4(), *grants)
     finally:
         await pool.close()

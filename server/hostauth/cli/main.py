@@ -35,13 +35,13 @@ from hostauth.cli.version import version_line
 from hostauth.config import ConfigError, Settings
 from hostauth.keys.loading import load_keyring
 from hostauth.keys.registry import KeyAdminError
-from hostauth.log_repeats import QuietRepeats
 from hostauth.runtime.database import database
 from hostauth.runtime.open_files import raise_open_file_limit
 from hostauth.runtime.serve import NO_EXTRAS, Extras
 from hostauth.runtime.supervisor import ensure_ports_free, supervise
 from hostauth.runtime.tuning import use_event_loop
 from hostauth.runtime.worker import prepare, run_server
+from hostauth.telemetry.logs import configure_logging
 from hostauth.tls.certificates import ServerCertificates
 from hostauth.tls.identities import client_identities
 
@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: s
     """The command line. `extras` and `module` are for a program that embeds
     the service (the benchmark): what it adds, and the module its workers run."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("asyncpg.pool").addFilter(QuietRepeats())  # a traceback per reconnect attempt
+    configure_logging()
     offline = getattr(args, "offline", False)  # needs no database and no keyring
     try:
         settings = Settings.from_env(os.environ, dev=args.dev, database=not offline)
+        configure_logging(settings.log_format, settings.log_level)
         if args.command == "serve" and (exposed := settings.plaintext_exposure()):
             raise ConfigError(exposed)
         if args.command == "serve" and settings.tls is not None:

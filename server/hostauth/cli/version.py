@@ -3,17 +3,24 @@ when the package runs from a git checkout."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 
-def version_line() -> str:
+@functools.cache
+def build() -> tuple[str, str | None]:
+    """The installed version, and the commit when known."""
     try:
         installed = version("hostauth")
     except PackageNotFoundError:
         installed = "unknown"
-    commit = _checkout_commit()
+    return installed, _checkout_commit()
+
+
+def version_line() -> str:
+    installed, commit = build()
     return f"hostauth {installed}" + (f" (commit {commit})" if commit else "")
 
 

@@ -45,6 +45,7 @@ from hostauth.errors import (
 )
 from hostauth.log_repeats import Repeats
 from hostauth.store.outage import is_outage
+from hostauth.telemetry import metrics
 
 log = logging.getLogger(__name__)
 _failures = Repeats(log)
@@ -164,6 +165,7 @@ class HostAuthService:
         try:
             await self._store.audit(self._event(call, action, token_id, outcome))
         except Exception as audit_exc:  # noqa: BLE001 # the caller gets the first error
+            metrics.audit_write_failures.inc()
             _failures.log("audit of a refused %s failed: %s", action.value, type(audit_exc).__name__)
 
     async def _audited(self, call: Call, action: Action, token_id: UUID | None, work: Awaitable[T]) -> T:
@@ -371,6 +373,7 @@ class HostAuthService:
                 f"the stored secrets of host authentication token {token_id} cannot be decrypted"
             ) from None
         except Exception as exc:  # whatever failed, no secret leaves
+            metrics.audit_write_failures.inc()  # the read and its audit row are one statement
             if is_outage(exc):
                 raise Unavailable(DATABASE_UNAVAILABLE) from exc
             _failures.log("GetValue read failed: %s", type(exc).__name__, exc_info=exc)

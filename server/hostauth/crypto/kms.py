@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hostauth.crypto.keyring import KeyringError, UnwrapError
+from hostauth.telemetry import metrics, tracing
 
 if TYPE_CHECKING:
     from hostauth.crypto.context import SecretContext
@@ -86,18 +87,23 @@ class KmsKeyProvider:
 
     async def _ask(self, method: str, **kwargs: Any) -> dict[str, Any]:
         call = getattr(self._client, method)
-        try:
-            result: dict[str, Any] = await asyncio.to_thread(call, **kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            code = _error_code(exc)
-            if code in ("InvalidCiphertextException", "IncorrectKeyException"):
-                raise UnwrapError(
-                    "KMS refused the data key (wrong context, altered, or another key)"
-                ) from None
-            if code in ("DisabledException", "KMSInvalidStateException"):
-                self._status = (False, time.monotonic())
-                raise UnwrapError("the KMS key is disabled") from None
-            raise KmsUnavailable(f"KMS {method} failed: {code or type(exc).__name__}") from None
+        with tracing.span(f"kms.{method}", {"hostauth.kms.operation": method}):
+            try:
+                result: dict[str, Any] = await asyncio.to_thread(call, **kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                code = _error_code(exc)
+                if code in ("InvalidCiphertextException", "IncorrectKeyException"):
+                    metrics.kms_calls.labels(method, "refused").inc()
+                    raise UnwrapError(
+                        "KMS refused the data key (wrong context, altered, or another key)"
+                    ) from None
+                if code in ("DisabledException", "KMSInvalidStateException"):
+                    metrics.kms_calls.labels(method, "refused").inc()
+                    self._status = (False, time.monotonic())
+                    raise UnwrapError("the KMS key is disabled") from None
+                metrics.kms_calls.labels(method, "unavailable").inc()
+                raise KmsUnavailable(f"KMS {method} failed: {code or type(exc).__name__}") from None
+        metrics.kms_calls.labels(method, "ok").inc()
         return result
 
     def _check_key(self, key_id: str) -> None:
@@ -130,11 +136,13 @@ class KmsKeyProvider:
         cache_key = (context.token_id, context.field, wrapped)
         hit = self._cache.get(cache_key)
         if hit is not None and time.monotonic() - hit[1] < self._cache_ttl_s:
+            metrics.data_key_cache.labels("hit").inc()
             if not await self._enabled():
                 self.flush(key_id)
                 raise UnwrapError("the KMS key is disabled")
             self._cache.move_to_end(cache_key)
             return hit[0]
+        metrics.data_key_cache.labels("miss").inc()
         result = await self._ask(
             "decrypt",
             KeyId=self._key,

@@ -34,6 +34,7 @@ class Running:
     http: Address
     grpc: Address
     grpc_server: GrpcServer
+    readiness: Readiness
     tls: bool = False
 
     @property
@@ -202,6 +203,7 @@ async def serve(
             Address(settings.http_addr.host, http_port),
             Address(settings.grpc_addr.host, grpc_port),
             grpc_server,
+            readiness,
             tls=certs is not None,
         )
     finally:

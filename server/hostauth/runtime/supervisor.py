@@ -27,6 +27,7 @@ from hostauth.config import Address, Settings
 from hostauth.keys.loading import DEV_KEYRING_NAME
 from hostauth.runtime.embedded_pg import die_with_parent
 from hostauth.runtime.worker import EXIT_ENDED_CALLS
+from hostauth.telemetry.exposition import SharedMetrics
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,33 @@ def supervise(settings: Settings, dsn: str, *, module: str = "hostauth") -> int:
     env = {**os.environ, "DATABASE_URL": dsn, "HOSTAUTH_WORKERS": str(settings.workers)}
     if settings.dev and settings.keyring_json is None and settings.keyring_file is None:
         env["HOSTAUTH_KEYRING_FILE"] = str((settings.data_dir / DEV_KEYRING_NAME).absolute())
+    children: list[subprocess.Popen[bytes]] = []
+    shared: SharedMetrics | None = None
+    if settings.metrics_addr is not None:
+        shared = SharedMetrics(
+            settings.metrics_addr, lambda: [(str(i), c.pid) for i, c in enumerate(children)]
+        )
+        env |= shared.env()
+    try:
+        return _supervise(settings, env, module, children, shared)
+    finally:
+        if shared is not None:
+            shared.close()
+
+
+def _worker_env(env: Mapping[str, str], index: int) -> dict[str, str]:
+    return {**env, "HOSTAUTH_WORKER_INDEX": str(index)}
+
+
+def _supervise(
+    settings: Settings,
+    env: Mapping[str, str],
+    module: str,
+    children: list[subprocess.Popen[bytes]],
+    shared: SharedMetrics | None,
+) -> int:
     cpus = worker_cpus(settings.workers) if settings.pin_workers else [None] * settings.workers
-    children = [_start_worker(module, env, cpu) for cpu in cpus]
+    children.extend(_start_worker(module, _worker_env(env, i), cpu) for i, cpu in enumerate(cpus))
     log.info("started %d worker(s): %s", len(children), ", ".join(str(c.pid) for c in children))
     stopping = False
 
@@ -126,6 +152,8 @@ def supervise(settings: Settings, dsn: str, *, module: str = "hostauth") -> int:
         for i, child in enumerate(children):
             if stopping or child.poll() is None:
                 continue
+            if shared is not None:
+                shared.worker_gone(child.pid)
             if not restarts.allowed():
                 log.error(
                     "worker %d exited with %s after %d restarts within %g s: stopping the others",
@@ -136,7 +164,7 @@ def supervise(settings: Settings, dsn: str, *, module: str = "hostauth") -> int:
                 )
                 code, stopping = 1, True
                 break
-            children[i] = _start_worker(module, env, cpus[i])
+            children[i] = _start_worker(module, _worker_env(env, i), cpus[i])
             log.error(
                 "worker %d exited with %s; started worker %d", child.pid, child.returncode, children[i].pid
             )

@@ -24,6 +24,7 @@ import asyncpg
 from hostauth.auth.api_key_cache import CachedApiKeys
 from hostauth.auth.authenticator import Authenticator
 from hostauth.auth.jwt_verifier import JwtVerifier
+from hostauth.cli.version import build
 from hostauth.config import Settings
 from hostauth.core.cursor import CursorCodec
 from hostauth.core.service import HostAuthService
@@ -40,6 +41,10 @@ from hostauth.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cu
 from hostauth.store.coalesce import batches_in_flight_per_worker
 from hostauth.store.encryption_keys import KeyStore
 from hostauth.store.pooled import ping
+from hostauth.telemetry.calls import CallTelemetry
+from hostauth.telemetry.exposition import serve_own_metrics
+from hostauth.telemetry.gauges import sample_for_ever, stop_sampling
+from hostauth.telemetry.tracing import start_tracing, stop_tracing
 from hostauth.tls.identities import ClientIdentities, client_identities
 from hostauth.transport.calls import Calls
 from hostauth.transport.health import Probe
@@ -151,8 +156,16 @@ async def run_server(
     keys = load_keys(settings)
     jwt = JwtVerifier(settings.jwt) if settings.jwt else None
     parts = _Core(settings, dsn, keys, migrate=not worker, identities=client_identities(settings))
-    calls = Calls(settings.db_timeout_s)
+    if settings.tracing:
+        start_tracing(build()[0])
+    metrics_on = settings.metrics_addr is not None
+    calls = Calls(
+        settings.db_timeout_s, telemetry=CallTelemetry(metrics=metrics_on, access_log=settings.access_log)
+    )
     starting: asyncio.Task[None] | None = None
+    sampling: asyncio.Task[None] | None = None
+    # Serving alone, this process answers the scrape; a worker's supervisor does.
+    endpoint = serve_own_metrics(settings.metrics_addr) if settings.metrics_addr and not worker else None
     try:
         if not worker:  # the whole service starting: a database not there stops it
             calls.start(*await parts.build(jwt, dev_key=settings.dev))
@@ -165,6 +178,15 @@ async def run_server(
         async with serve(calls, settings, reuse_port=worker, extras=extras) as running:
             if not calls.ready:
                 starting = asyncio.create_task(parts.start_when_reachable(jwt, calls))
+            if metrics_on:
+                readiness = running.readiness
+                sampling = asyncio.create_task(
+                    sample_for_ever(
+                        lambda: parts.pool,
+                        lambda: readiness.database_ok,
+                        count=settings.worker_index == 0,
+                    )
+                )
             freeze_startup_heap()
             log.info(
                 "serving Connect on %s and gRPC on %s; database batches of a kind in flight: %d",
@@ -191,5 +213,10 @@ async def run_server(
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
+        if sampling is not None:
+            await stop_sampling(sampling)
         await parts.close()
+        stop_tracing()
+        if endpoint is not None:
+            endpoint.close()
     return EXIT_ENDED_CALLS if calls.ended else 0

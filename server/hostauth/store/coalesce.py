@@ -33,12 +33,19 @@ def batches_in_flight_per_worker(workers: int) -> int:
 
 
 class Coalescer(Generic[T, R]):
-    __slots__ = ("_flush", "_in_flight", "_max_batch", "_max_in_flight", "_pending", "_tasks")
+    __slots__ = ("_flush", "_in_flight", "_max_batch", "_max_in_flight", "_on_batch", "_pending", "_tasks")
 
     def __init__(
-        self, flush: Flush[T, R], *, max_batch: int = 64, max_in_flight: int = SERVICE_BATCHES_IN_FLIGHT
+        self,
+        flush: Flush[T, R],
+        *,
+        max_batch: int = 64,
+        max_in_flight: int = SERVICE_BATCHES_IN_FLIGHT,
+        on_batch: Callable[[int], object] | None = None,
     ) -> None:
+        """on_batch: told each batch's size (a metric)."""
         self._flush = flush
+        self._on_batch = on_batch
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._in_flight = 0
@@ -62,6 +69,8 @@ class Coalescer(Generic[T, R]):
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
+                if self._on_batch is not None:
+                    self._on_batch(len(batch))
                 try:
                     outcomes: Sequence[R | BaseException] = await self._flush([item for item, _ in batch])
                 except BaseException as exc:  # the flush itself failed: every item shares the error

@@ -17,6 +17,12 @@ def drop(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
         conn.terminate()
 
 
+class Waiting:
+    """How many are waiting for a pooled connection in this process (a metric)."""
+
+    count = 0
+
+
 class pooled:  # noqa: N801 # used as a function: `async with pooled(pool) as conn`
     """pool.acquire(), except that a connection a statement failed on in a way
     that leaves its protocol state unknown (a half-lost connection, asyncpg's
@@ -31,7 +37,11 @@ class pooled:  # noqa: N801 # used as a function: `async with pooled(pool) as co
         self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
 
     async def __aenter__(self) -> PoolConnectionProxy[asyncpg.Record]:
-        self._conn = await self._pool.acquire()
+        Waiting.count += 1
+        try:
+            self._conn = await self._pool.acquire()
+        finally:
+            Waiting.count -= 1
         return self._conn
 
     async def __aexit__(

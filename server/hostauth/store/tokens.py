@@ -7,7 +7,7 @@ above it (hostauth/vault.py) seals and opens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -37,6 +37,7 @@ from hostauth.store.token_rows import (
     record_of,
     token_args,
 )
+from hostauth.telemetry import metrics
 
 if TYPE_CHECKING:
     from hostauth.store.connection import Connection
@@ -224,6 +225,10 @@ class TokenSession:
         return written == 1
 
 
+def _sizes(statement: str) -> Callable[[int], None]:
+    return metrics.batch_size.labels(statement).observe
+
+
 class TokenStore:
     __slots__ = ("_audits", "_gets", "_inserts", "_pool", "_reads")
 
@@ -232,10 +237,18 @@ class TokenStore:
         batches_in_flight_per_worker)."""
         self._pool = pool
         n = batches_in_flight
-        self._inserts: Coalescer[NewToken, bool] = Coalescer(self._insert_many, max_in_flight=n)
-        self._audits: Coalescer[AuditEvent, None] = Coalescer(self._audit_many, max_in_flight=n)
-        self._reads: Coalescer[SecretRead, Found] = Coalescer(self._read_many, max_in_flight=n)
-        self._gets: Coalescer[UUID, TokenRecord | None] = Coalescer(self._get_many, max_in_flight=n)
+        self._inserts: Coalescer[NewToken, bool] = Coalescer(
+            self._insert_many, max_in_flight=n, on_batch=_sizes("insert")
+        )
+        self._audits: Coalescer[AuditEvent, None] = Coalescer(
+            self._audit_many, max_in_flight=n, on_batch=_sizes("audit")
+        )
+        self._reads: Coalescer[SecretRead, Found] = Coalescer(
+            self._read_many, max_in_flight=n, on_batch=_sizes("read_secrets")
+        )
+        self._gets: Coalescer[UUID, TokenRecord | None] = Coalescer(
+            self._get_many, max_in_flight=n, on_batch=_sizes("get")
+        )
 
     async def get(self, token_id: UUID) -> TokenRecord | None:
         """A token's metadata. Concurrent ones share a statement."""

@@ -20,6 +20,8 @@ from hostauth.auth.authenticator import Authenticator
 from hostauth.auth.caller import Call
 from hostauth.core.service import HostAuthService
 from hostauth.errors import DATABASE_UNAVAILABLE, ErrorCode
+from hostauth.telemetry.calls import CallRecord, CallTelemetry
+from hostauth.telemetry.logs import request_id_var
 from hostauth.transport.health import Probe
 from hostauth.transport.status import classify, outage_seen, outages
 
@@ -63,7 +65,7 @@ class Calls:
 
     __slots__ = (
         "_auth", "_core", "_draining", "_ending", "_idle", "_in_flight", "_stopping", "budget_s", "ended",
-        "probe",
+        "probe", "telemetry",
     )  # fmt: skip
 
     def __init__(
@@ -72,8 +74,11 @@ class Calls:
         core: HostAuthService | None = None,
         auth: Authenticator | None = None,
         probe: Probe | None = None,
+        telemetry: CallTelemetry | None = None,
     ) -> None:
         self.budget_s = budget_s
+        # Each call's metrics, span and access log line (the adapters begin and end them).
+        self.telemetry = telemetry or CallTelemetry(metrics=False, access_log=False)
         self._core = core
         self._auth = auth
         self.probe = probe  # a round trip to the core's database (readiness)
@@ -118,9 +123,14 @@ class Calls:
         method: CoreMethod[Req, Res],
         request: Req | Undecodable,
         peer: str | None = None,
+        record: CallRecord | None = None,
     ) -> Res:
         """The core's answer to one call of method `name`, or Refused; peer:
-        the identity of the connection's client certificate, if any."""
+        the identity of the connection's client certificate, if any; record:
+        the call's telemetry, told who called."""
+        request_id_var.set(request_id)
+        if record is not None:
+            record.request_id = request_id
         if isinstance(request, Undecodable):
             raise Refused(ErrorCode.INVALID_ARGUMENT, request.reason)
         core, auth = self._core, self._auth
@@ -134,6 +144,8 @@ class Calls:
         try:
             async with asyncio.timeout(self.budget_s):
                 call = await auth.authenticate(authorization, request_id, name, peer)
+                if record is not None:
+                    record.caller = call.caller
                 result = await method(core, request, call)
             if outages.down:
                 outages.back()

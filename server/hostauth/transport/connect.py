@@ -7,6 +7,7 @@ the older JSON SDK's List paging through URL query parameters.
 from __future__ import annotations
 
 import asyncio
+import json
 from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
@@ -20,6 +21,16 @@ from hostauth.auth.authenticator import request_id_from
 from hostauth.auth.caller import Call
 from hostauth.core.service import HostAuthService
 from hostauth.errors import FieldViolation, InvalidArgument
+from hostauth.telemetry.calls import (
+    CODE_NAMES,
+    CONNECT_JSON,
+    CONNECT_PROTO,
+    OK,
+    SERVICE,
+    CallRecord,
+    CallTelemetry,
+    code_name,
+)
 from hostauth.tls.front import peer_identity
 from hostauth.transport.calls import Calls, CoreMethod, Refused
 from hostauth.transport.codecs import connect_codecs
@@ -32,6 +43,13 @@ Res = TypeVar("Res")
 Ctx = RequestContext[Any, Any]
 
 LIST_PATH = "/gitpod.v1.RunnerConfigurationService/ListHostAuthenticationTokens"
+# The service's methods by path: only these are counted (a path is the caller's to choose).
+_METHODS = {
+    f"/{SERVICE}/{name}": name
+    for name in pb.DESCRIPTOR.services_by_name["RunnerConfigurationService"].methods_by_name
+}
+# The telemetry record of the call being served, for the adapter to fill in.
+_current_record: ContextVar[CallRecord | None] = ContextVar("call_record", default=None)
 # The query parameters of the List request being served, if it had any.
 _list_query: ContextVar[dict[str, list[str]] | None] = ContextVar("list_query", default=None)
 
@@ -71,11 +89,20 @@ class ConnectRunnerConfiguration:
         headers = ctx.request_headers
         rid = request_id_from(headers.get("x-request-id"))
         ctx.response_headers["x-request-id"] = rid  # on refusals too
+        record = _current_record.get()
         try:
             return await self._calls.answer(
-                ctx.method.name, headers.getall("authorization"), rid, method, request, peer_identity.get()
+                ctx.method.name,
+                headers.getall("authorization"),
+                rid,
+                method,
+                request,
+                peer_identity.get(),
+                record,
             )
         except Refused as refused:
+            if record is not None:
+                record.code = CODE_NAMES[refused.code]
             raise ConnectError(STATUS[refused.code][1], refused.message) from None
 
     async def create_host_authentication_token(
@@ -114,7 +141,7 @@ class ConnectApp:
     and any routes of an embedding program's own (the benchmark's echo),
     checked in the same step rather than by an app wrapped around this one."""
 
-    __slots__ = ("_cors", "_inner", "_readiness", "_routes")
+    __slots__ = ("_cors", "_inner", "_readiness", "_routes", "_telemetry")
 
     def __init__(
         self,
@@ -122,11 +149,13 @@ class ConnectApp:
         routes: tuple[tuple[str, Any], ...] = (),
         readiness: Readiness | None = None,
         cors: Cors | None = None,
+        telemetry: CallTelemetry | None = None,
     ) -> None:
         self._inner = inner
         self._routes = routes
         self._readiness = readiness
         self._cors = cors
+        self._telemetry = telemetry if telemetry is not None and telemetry.active else None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -144,6 +173,26 @@ class ConnectApp:
                 if scope["path"].startswith(prefix):
                     await app(scope, receive, send)
                     return
+        if self._telemetry is not None and (method := _METHODS.get(scope["path"])) is not None:
+            await self._observed(self._telemetry, method, scope, receive, send)
+            return
+        await self._serve(scope, receive, send)
+
+    async def _observed(
+        self, telemetry: CallTelemetry, method: str, scope: Any, receive: Any, send: Any
+    ) -> None:
+        transport, carrier = _transport_and_trace(scope)
+        record = telemetry.begin(method, transport, carrier)
+        assert record is not None
+        watch = _AnswerWatch(send, record)
+        token = _current_record.set(record)
+        try:
+            await self._serve(scope, receive, watch)
+        finally:
+            _current_record.reset(token)
+            telemetry.end(record, watch.code())
+
+    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
         receive = _QuietAfterBody(receive)
         if not all(value.isascii() for _, value in scope["headers"]):
             scope = _with_utf8_headers(scope)
@@ -155,6 +204,64 @@ class ConnectApp:
                 _list_query.reset(token)
             return
         await self._inner(scope, receive, send)
+
+
+def _transport_and_trace(scope: Any) -> tuple[str, dict[str, str]]:
+    """connect_json or connect_proto (by content type, or a GET's encoding),
+    and the W3C trace context headers."""
+    transport = CONNECT_JSON
+    carrier: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            if value.startswith(b"application/proto"):
+                transport = CONNECT_PROTO
+        elif name in (b"traceparent", b"tracestate"):
+            carrier[name.decode()] = value.decode("latin-1")
+    if scope["method"] == "GET" and b"encoding=proto" in scope["query_string"]:
+        transport = CONNECT_PROTO
+    return transport, carrier
+
+
+# Connect's HTTP statuses, for an answer whose code is not in its body.
+_HTTP_CODES = {
+    400: "InvalidArgument", 401: "Unauthenticated", 403: "PermissionDenied", 404: "Unimplemented",
+    408: "DeadlineExceeded", 409: "Aborted", 412: "FailedPrecondition", 413: "ResourceExhausted",
+    415: "Unimplemented", 429: "ResourceExhausted", 499: "Canceled", 501: "Unimplemented",
+    503: "Unavailable", 504: "DeadlineExceeded",
+}  # fmt: skip
+
+
+class _AnswerWatch:
+    """The app's send(), noting the answer's status; an error answered
+    before the adapter saw the call (a body that does not decode, one too
+    large) gives its code in its JSON body."""
+
+    __slots__ = ("_body", "_record", "_send", "_status")
+
+    def __init__(self, send: Any, record: CallRecord) -> None:
+        self._send = send
+        self._record = record
+        self._status = 0
+        self._body = b""
+
+    async def __call__(self, message: Any) -> None:
+        if message["type"] == "http.response.start":
+            self._status = message["status"]
+        elif self._status != 200 and self._record.code is None and len(self._body) < 4096:
+            self._body += message.get("body", b"")
+        await self._send(message)
+
+    def code(self) -> str:
+        if self._record.code is not None:
+            return self._record.code
+        if self._status == 200:
+            return OK
+        if self._status == 0:  # nothing answered: the client left
+            return "Canceled"
+        try:
+            return code_name(json.loads(self._body)["code"])
+        except (ValueError, KeyError, TypeError):
+            return _HTTP_CODES.get(self._status, "Unknown")
 
 
 def _with_utf8_headers(scope: Any) -> Any:
@@ -216,4 +323,5 @@ def build_connect_app(
         routes,
         readiness,
         Cors(cors_origins) if cors_origins else None,
+        calls.telemetry,
     )

@@ -17,6 +17,7 @@ from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.auth.authenticator import request_id_from
 from hostauth.auth.caller import Call
 from hostauth.core.service import HostAuthService
+from hostauth.telemetry.calls import CODE_NAMES, GRPC, OK
 from hostauth.tls.identities import identity_of_pem
 from hostauth.transport.calls import Calls, CoreMethod, Refused, Undecodable
 from hostauth.transport.status import STATUS
@@ -43,6 +44,9 @@ _FINISHED_WHEN_LEFT = frozenset({"UpdateHostAuthenticationToken", "DeleteHostAut
 # (counted from when the request arrived) runs out. A cancel that close to
 # the deadline is taken for the deadline.
 _DEADLINE_SLACK_S = 1.0
+
+# W3C trace context, when the caller sends it.
+_TRACE_KEYS = frozenset({"traceparent", "tracestate"})
 
 
 def _outcome_unheard(task: asyncio.Future[Any]) -> None:
@@ -80,11 +84,16 @@ async def _call(
 ) -> Res:
     authorization: list[str] = []
     request_id: str | None = None
+    carrier: dict[str, str] = {}
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
             authorization.append(value)
         elif key == "x-request-id" and isinstance(value, str):
             request_id = value
+        elif key in _TRACE_KEYS and isinstance(value, str):
+            carrier[key] = value
+    telemetry = calls.telemetry
+    record = telemetry.begin(name, GRPC, carrier) if telemetry.active else None
     rid = request_id_from(request_id)
     # The request id goes back in the trailers, which travel with the status,
     # refusals included: initial metadata of its own would be a separate send
@@ -93,9 +102,21 @@ async def _call(
     if name in _FINISHED_WHEN_LEFT:
         method = _finishing(method, context, calls)
     try:
-        return await calls.answer(name, authorization, rid, method, request, peer)
+        result = await calls.answer(name, authorization, rid, method, request, peer, record)
     except Refused as refused:
         code, message = refused.code, refused.message
+    except asyncio.CancelledError:
+        if record is not None:
+            remaining = context.time_remaining()
+            late = remaining is not None and remaining < _DEADLINE_SLACK_S
+            telemetry.end(record, "DeadlineExceeded" if late else "Canceled")
+        raise
+    else:
+        if record is not None:
+            telemetry.end(record, OK)
+        return result
+    if record is not None:
+        telemetry.end(record, CODE_NAMES[code])
     await context.abort(STATUS[code][0], message)
     raise AssertionError("unreachable: abort raises")
 

@@ -58,6 +58,11 @@ class Readiness:
         }
 
     @property
+    def database_ok(self) -> bool:
+        """The last probe was answered in time."""
+        return self._database
+
+    @property
     def ready(self) -> bool:
         return self._database and self._keys() and not self._draining()
 

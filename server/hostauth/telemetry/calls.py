@@ -1,0 +1,192 @@
+"""What each call leaves behind: its metrics, its server span, its access
+log line; one record per call, begun and ended by the wire's adapter.
+
+Off (no metrics address, no tracing, no access log), `begin` is one
+attribute check and returns None. On, the metric children of each
+(method, transport) and (method, transport, code) are looked up once and
+kept, so a call costs two counter increments and one histogram
+observation beyond what it would without.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gitpod.v1.identity_pb2 import Principal
+from hostauth.auth.caller import Caller
+from hostauth.errors import ErrorCode
+from hostauth.telemetry import metrics, tracing
+from hostauth.telemetry.logs import request_id_var
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+
+access_log = logging.getLogger("hostauth.access")
+
+SERVICE = "gitpod.v1.RunnerConfigurationService"
+GET_VALUE = "GetHostAuthenticationTokenValue"
+OK = "OK"
+
+GRPC = "grpc"
+CONNECT_JSON = "connect_json"
+CONNECT_PROTO = "connect_proto"
+
+# Codes as go-grpc-prometheus names them (Go's codes.Code.String()).
+GRPC_CODE_NAMES = {
+    "ok": "OK",
+    "canceled": "Canceled",
+    "unknown": "Unknown",
+    "invalid_argument": "InvalidArgument",
+    "deadline_exceeded": "DeadlineExceeded",
+    "not_found": "NotFound",
+    "already_exists": "AlreadyExists",
+    "permission_denied": "PermissionDenied",
+    "resource_exhausted": "ResourceExhausted",
+    "failed_precondition": "FailedPrecondition",
+    "aborted": "Aborted",
+    "out_of_range": "OutOfRange",
+    "unimplemented": "Unimplemented",
+    "internal": "Internal",
+    "unavailable": "Unavailable",
+    "data_loss": "DataLoss",
+    "unauthenticated": "Unauthenticated",
+}
+CODE_NAMES = {code: GRPC_CODE_NAMES[code.value] for code in ErrorCode}
+_SNAKE = {name: snake for snake, name in GRPC_CODE_NAMES.items()}
+
+# Server spans are errors for these codes only (OpenTelemetry's RPC conventions).
+_SERVER_ERRORS = frozenset(
+    {"Unknown", "DeadlineExceeded", "Unimplemented", "Internal", "Unavailable", "DataLoss"}
+)
+_GRPC_STATUS_NUMBERS = {name: number for number, name in enumerate(GRPC_CODE_NAMES.values())}
+
+
+def code_name(connect_code: str) -> str:
+    """A Connect code ("invalid_argument") in go-grpc-prometheus's terms."""
+    return GRPC_CODE_NAMES.get(connect_code, "Unknown")
+
+
+class CallRecord:
+    """One call, from its arrival to its answer."""
+
+    __slots__ = ("_token", "caller", "code", "method", "request_id", "span", "started", "transport")
+
+    def __init__(self, method: str, transport: str) -> None:
+        self.method = method
+        self.transport = transport
+        self.started = time.perf_counter()
+        self.code: str | None = None  # set by whoever knows the answer first
+        self.caller: Caller | None = None
+        self.request_id = ""
+        self.span: Any = None
+        self._token: object = None
+
+
+class CallTelemetry:
+    """The telemetry of one process's calls."""
+
+    __slots__ = ("_handled", "_per_method", "access_log", "active", "metrics")
+
+    def __init__(self, *, metrics: bool, access_log: bool) -> None:
+        self.metrics = metrics
+        self.access_log = access_log
+        self.active = metrics or access_log or tracing.tracer is not None
+        self._per_method: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._handled: dict[tuple[str, str, str], Any] = {}
+
+    def begin(
+        self, method: str, transport: str, carrier: Mapping[str, str] | None = None
+    ) -> CallRecord | None:
+        """A record of a call of `method` arriving; carrier: its traceparent
+        and tracestate, when tracing."""
+        if not self.active:
+            return None
+        record = CallRecord(method, transport)
+        if self.metrics:
+            children = self._per_method.get((method, transport))
+            if children is None:
+                labels = (SERVICE, method, "unary", transport)
+                children = (metrics.started.labels(*labels), metrics.handling_seconds.labels(*labels))
+                self._per_method[(method, transport)] = children
+            children[0].inc()
+        if tracing.tracer is not None:
+            _start_span(record, carrier or {})
+        return record
+
+    def end(self, record: CallRecord, code: str) -> None:
+        """The call answered with `code` (go-grpc-prometheus's name)."""
+        elapsed = time.perf_counter() - record.started
+        method, transport = record.method, record.transport
+        if self.metrics:
+            self._per_method[(method, transport)][1].observe(elapsed)
+            child = self._handled.get((method, transport, code))
+            if child is None:
+                child = metrics.handled.labels(SERVICE, method, "unary", transport, code)
+                self._handled[(method, transport, code)] = child
+            child.inc()
+            if method == GET_VALUE:
+                metrics.secret_reads.labels("served" if code == OK else _SNAKE.get(code, "unknown")).inc()
+        if record.span is not None:
+            _end_span(record, code)
+        if self.access_log:
+            _log_access(record, code, elapsed)
+
+
+def _start_span(record: CallRecord, carrier: Mapping[str, str]) -> None:
+    from opentelemetry import context, propagate, trace
+
+    assert tracing.tracer is not None
+    parent: Context = propagate.extract(carrier)
+    span = tracing.tracer.start_span(
+        f"{SERVICE}/{record.method}",
+        context=parent,
+        kind=trace.SpanKind.SERVER,
+        attributes={
+            "rpc.system": "grpc" if record.transport == GRPC else "connect_rpc",
+            "rpc.service": SERVICE,
+            "rpc.method": record.method,
+            "hostauth.transport": record.transport,
+        },
+    )
+    record.span = span
+    record._token = context.attach(trace.set_span_in_context(span, parent))
+
+
+def _end_span(record: CallRecord, code: str) -> None:
+    from opentelemetry import context, trace
+
+    span = record.span
+    if record.request_id:
+        span.set_attribute("hostauth.request_id", record.request_id)
+    if record.transport == GRPC:
+        span.set_attribute("rpc.grpc.status_code", _GRPC_STATUS_NUMBERS.get(code, 2))
+    elif code != OK:
+        span.set_attribute("rpc.connect_rpc.error_code", _SNAKE.get(code, "unknown"))
+    if code in _SERVER_ERRORS:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, code))
+    span.end()
+    context.detach(record._token)  # type: ignore[arg-type]
+
+
+def _log_access(record: CallRecord, code: str, elapsed: float) -> None:
+    caller = record.caller
+    access_log.info(
+        "%s %s %s %.1f ms",
+        record.method,
+        record.transport,
+        code,
+        elapsed * 1000,
+        extra={
+            "method": record.method,
+            "transport": record.transport,
+            "code": code,
+            "duration_ms": round(elapsed * 1000, 3),
+            "request_id": record.request_id or request_id_var.get(),
+            "principal": Principal.Name(caller.principal) if caller is not None else None,
+            "subject_id": str(caller.subject_id) if caller is not None else None,
+            "credential_id": caller.credential_id if caller is not None else None,
+        },
+    )

@@ -1,0 +1,39 @@
+"""One scrape of the service's /metrics, parsed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(port: int) -> Samples:
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain"), answer.headers
+    samples: Samples = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in samples, f"{key} twice in one scrape"
+            samples[key] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample with exactly these labels; 0 when absent."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def matching(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
+    """Every sample of `name` whose labels include these."""
+    want = set(labels.items())
+    return {key: v for (n, key), v in samples.items() if n == name and want <= key}
+
+
+def names(samples: Mapping[tuple[str, frozenset[tuple[str, str]]], float]) -> set[str]:
+    return {name for name, _ in samples}
