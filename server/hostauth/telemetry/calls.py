@@ -19,7 +19,6 @@ from gitpod.v1.identity_pb2 import Principal
 from hostauth.auth.caller import Caller
 from hostauth.errors import ErrorCode
 from hostauth.telemetry import metrics, tracing
-from hostauth.telemetry.logs import request_id_var
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -173,20 +172,26 @@ def _end_span(record: CallRecord, code: str) -> None:
 
 def _log_access(record: CallRecord, code: str, elapsed: float) -> None:
     caller = record.caller
+    principal = Principal.Name(caller.principal) if caller is not None else None
+    credential = caller.credential_id if caller is not None else None
+    request_id = record.request_id or None
     access_log.info(
-        "%s %s %s %.1f ms",
+        "%s %s %s %.1f ms request=%s principal=%s credential=%s",
         record.method,
         record.transport,
         code,
         elapsed * 1000,
+        request_id or "-",
+        principal or "-",
+        credential or "-",
         extra={
             "method": record.method,
             "transport": record.transport,
             "code": code,
             "duration_ms": round(elapsed * 1000, 3),
-            "request_id": record.request_id or request_id_var.get(),
-            "principal": Principal.Name(caller.principal) if caller is not None else None,
+            "request_id": request_id,
+            "principal": principal,
             "subject_id": str(caller.subject_id) if caller is not None else None,
-            "credential_id": caller.credential_id if caller is not None else None,
+            "credential_id": credential,
         },
     )
