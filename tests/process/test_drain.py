@@ -19,7 +19,7 @@ from tests.support.db import create_database
 from tests.support.processes import start_server, wait_serving
 from tests.support.requests import create_request
 from tests.support.serving import TEST_KEYRING_JSON, service_account_key
-from tests.support.wire import ConnectWire, GrpcWire, Wire
+from tests.support.wire import Wire, wires_of
 
 DELAY_S = 3.0
 
@@ -49,11 +49,7 @@ async def test_sigterm_says_not_ready_at_once_and_serves_through_the_drain_delay
         await wait_serving(server)
         key = await service_account_key(dsn)
         url = f"http://127.0.0.1:{server.http_port}"
-        wires: list[Wire] = [
-            GrpcWire(f"127.0.0.1:{server.grpc_port}", key),
-            ConnectWire(url, "json", credential=key),
-            ConnectWire(url, "proto", credential=key),
-        ]
+        wires = wires_of(server, key)
         async with (
             httpx.AsyncClient(base_url=url) as http,
             grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel,

@@ -16,7 +16,7 @@ from tests.support.processes import start_server, wait_serving
 from tests.support.requests import create_request
 from tests.support.sensitive import leaks
 from tests.support.serving import TEST_KEYRING_JSON, service_account_key
-from tests.support.wire import ConnectWire, GrpcWire, Wire, refused_with_headers
+from tests.support.wire import refused_with_headers, wires_of
 
 GET = "GetHostAuthenticationToken"
 
@@ -34,12 +34,7 @@ async def test_json_lines_and_one_access_line_per_call(admin_dsn: str, log_dir: 
     try:
         await wait_serving(server)
         key = await service_account_key(dsn)
-        url = f"http://127.0.0.1:{server.http_port}"
-        wires: list[Wire] = [
-            GrpcWire(f"127.0.0.1:{server.grpc_port}", key),
-            ConnectWire(url, "json", credential=key),
-            ConnectWire(url, "proto", credential=key),
-        ]
+        wires = wires_of(server, key)
         missing = pb.GetHostAuthenticationTokenRequest(id=str(uuid4()))
         for wire in wires:
             await wire.call(

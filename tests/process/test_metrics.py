@@ -19,12 +19,12 @@ from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.core.policy import READ_SECRETS
 from hostauth.telemetry.calls import SERVICE
 from tests.support.db import create_database
-from tests.support.processes import ServerProcess, start_server, wait_serving
+from tests.support.processes import start_server, wait_serving
 from tests.support.requests import create_request, secret
 from tests.support.scrape import Samples, matching, scrape, value
 from tests.support.sensitive import leaks
 from tests.support.serving import TEST_KEYRING_JSON, service_account_key
-from tests.support.wire import ConnectWire, GrpcWire, RpcError, Wire
+from tests.support.wire import RpcError, Wire, wires_of
 
 N = 3
 METHODS = (
@@ -36,15 +36,6 @@ METHODS = (
     "DeleteHostAuthenticationToken",
 )
 TRANSPORTS = {"grpc": "grpc", "connect-json": "connect_json", "connect-proto": "connect_proto"}
-
-
-def _wires(server: ServerProcess, key: str | None) -> list[Wire]:
-    url = f"http://127.0.0.1:{server.http_port}"
-    return [
-        GrpcWire(f"127.0.0.1:{server.grpc_port}", key),
-        ConnectWire(url, "json", credential=key),
-        ConnectWire(url, "proto", credential=key),
-    ]
 
 
 async def _every_method(wire: Wire) -> None:
@@ -102,7 +93,7 @@ async def test_one_scrape_counts_every_call_of_every_worker_exactly(admin_dsn: s
         key = await service_account_key(dsn, READ_SECRETS)
         missing = pb.GetHostAuthenticationTokenRequest(id=str(uuid4()))
         for _ in range(N):  # new connections each round: the kernel spreads them over the workers
-            for wire, nobody in zip(_wires(server, key), _wires(server, None), strict=True):
+            for wire, nobody in zip(wires_of(server, key), wires_of(server, None), strict=True):
                 await _every_method(wire)
                 await _refused(wire, "GetHostAuthenticationToken", missing, "not_found")
                 await _refused(nobody, "GetHostAuthenticationToken", missing, "unauthenticated")
@@ -170,7 +161,7 @@ async def test_a_worker_killed_keeps_its_counts_and_its_gauges_leave(admin_dsn: 
         await wait_serving(server)
         key = await service_account_key(dsn)
         for _ in range(4):
-            (wire,) = _wires(server, key)[:1]
+            (wire,) = wires_of(server, key)[:1]
             await wire.call(
                 "CreateHostAuthenticationToken", create_request(), pb.CreateHostAuthenticationTokenResponse
             )

@@ -211,3 +211,19 @@ async def refused_with_headers(
         headers=[("content-type", f"application/{wire.encoding}"), *headers],
     )
     return connect_error(response), response.headers.get_list("x-request-id")
+
+
+class Ports(Protocol):
+    http_port: int
+    grpc_port: int
+
+
+def wires_of(server: Ports, key: str | None) -> list[Wire]:
+    """A client of each wire (gRPC, Connect JSON, Connect proto) to the
+    server, with this credential; new connections each time."""
+    url = f"http://127.0.0.1:{server.http_port}"
+    return [
+        GrpcWire(f"127.0.0.1:{server.grpc_port}", key),
+        ConnectWire(url, "json", credential=key),
+        ConnectWire(url, "proto", credential=key),
+    ]
