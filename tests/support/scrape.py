@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,5 +33,18 @@ def matching(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple
     return {key: v for (n, key), v in samples.items() if n == name and want <= key}
 
 
-def names(samples: Mapping[tuple[str, frozenset[tuple[str, str]]], float]) -> set[str]:
-    return {name for name, _ in samples}
+async def exported_names(port: int) -> set[str]:
+    """Every series name the scrape declares, with or without values yet (a
+    labelled family has its HELP and TYPE before its first value)."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
+    found: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            found.add(name)
+            if kind == "histogram":
+                found |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
+        elif line and not line.startswith("#"):
+            found.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return found

@@ -15,10 +15,12 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from gitpod.v1 import runner_configuration_pb2
 from gitpod.v1.identity_pb2 import Principal
 from hostauth.auth.caller import Caller
 from hostauth.errors import ErrorCode
 from hostauth.telemetry import metrics, tracing
+from hostauth.telemetry.metrics import known_series
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -27,6 +29,9 @@ access_log = logging.getLogger("hostauth.access")
 
 SERVICE = "gitpod.v1.RunnerConfigurationService"
 GET_VALUE = "GetHostAuthenticationTokenValue"
+METHODS = tuple(
+    runner_configuration_pb2.DESCRIPTOR.services_by_name["RunnerConfigurationService"].methods_by_name
+)
 OK = "OK"
 
 GRPC = "grpc"
@@ -95,6 +100,8 @@ class CallTelemetry:
         self.active = metrics or access_log or tracing.tracer is not None
         self._per_method: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._handled: dict[tuple[str, str, str], Any] = {}
+        if metrics:
+            known_series(SERVICE, METHODS, (GRPC, CONNECT_JSON, CONNECT_PROTO))
 
     def begin(
         self, method: str, transport: str, carrier: Mapping[str, str] | None = None

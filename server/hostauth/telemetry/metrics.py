@@ -104,3 +104,27 @@ database_gauges_updated = Gauge(
     "When the gauges read from the database were last computed (Unix time).",
     multiprocess_mode="livemostrecent",
 )
+
+KMS_OPERATIONS = ("generate_data_key", "encrypt", "decrypt", "describe_key")
+KMS_OUTCOMES = ("ok", "refused", "unavailable")
+
+
+def known_series(service: str, methods: tuple[str, ...], transports: tuple[str, ...]) -> None:
+    """Every series whose labels are known before any call, at 0: a rate
+    over a series that appears only with its first call misses that call,
+    and an alert on it has nothing to read until then (under the
+    supervisor a family with no series is not exported at all)."""
+    for method in methods:
+        for transport in transports:
+            labels = (service, method, "unary", transport)
+            started.labels(*labels)
+            handling_seconds.labels(*labels)
+            handled.labels(*labels, "OK")
+    secret_reads.labels("served")
+    for operation in KMS_OPERATIONS:
+        for outcome in KMS_OUTCOMES:
+            kms_calls.labels(operation, outcome)
+    for result in ("hit", "miss"):
+        data_key_cache.labels(result)
+    for statement in ("insert", "audit", "read_secrets", "get"):
+        batch_size.labels(statement)
