@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +90,12 @@ def service(
     name: str = "service",
     ports: tuple[int, int] | None = None,
     tls: tuple[Path, Path] | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Service]:
     """The service with the bench's echo (bench/server.py); `command` and
     `cwd` start another checkout's instead (bench/ab.py); `ports` (HTTP,
-    gRPC) those of one stopped before, else free ones."""
+    gRPC) those of one stopped before, else free ones. Metrics are on (the
+    default), on a port of their own; extra_env adds to its environment."""
     http, grpc_port = ports or (free_port(), free_port())
     log = folder / f"{name}-{workers}.log"
     env = {
@@ -103,6 +105,8 @@ def service(
         "HOSTAUTH_HTTP_ADDR": f"127.0.0.1:{http}",
         "HOSTAUTH_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
         "HOSTAUTH_WORKERS": str(workers),
+        "HOSTAUTH_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+        **(extra_env or {}),
     }
     if tls is not None:  # a certificate and key: TLS on both ports
         env |= {"HOSTAUTH_TLS_CERT_FILE": str(tls[0]), "HOSTAUTH_TLS_KEY_FILE": str(tls[1])}

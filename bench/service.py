@@ -27,13 +27,14 @@ import asyncio
 import contextlib
 import os
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
 import asyncpg
 
 from bench.ceilings import Ceiling, db_ceiling
-from bench.cpu import CpuMeter, Reading, postmaster_pid, split
+from bench.cpu import CpuMeter, Reading, postmaster_pid, process_seconds, split
 from bench.fixture import Fixture, Service, seed, service, setup
 from bench.load_tools import Result, ensure_tools, median_result
 from bench.report import Row, cpu_line, paired_ratio, table
@@ -41,6 +42,7 @@ from bench.runs import METHODS, TRANSPORTS, run_once
 from hostauth.crypto.keyring import generate_keyring_json
 from hostauth.runtime.embedded_pg import EmbeddedPostgres
 from tests.support.certs import make_ca, server_cert
+from tests.support.otlp import Receiver
 
 
 async def settle(dsn: str) -> None:
@@ -131,7 +133,8 @@ def scaling(
     return first, second
 
 
-TLS_ROWS = (
+# The hot rows: a write and a secret read, on both ports.
+HOT_ROWS = (
     ("Create", "grpc"),
     ("Create", "connect-proto"),
     ("GetValue", "grpc"),
@@ -139,32 +142,72 @@ TLS_ROWS = (
 )
 
 
-def tls_cost(plain: Service, secure: Service, fixture: Fixture, seconds: float, rounds: int) -> list[str]:
-    """Create and GetValue on both ports at c=16, plaintext and over TLS (new
+def paired_cost(
+    base: Service, other: Service, names: tuple[str, str], fixture: Fixture, seconds: float, rounds: int
+) -> list[str]:
+    """The hot rows at c=16 on two services that differ in one setting (new
     connections only at the start of a round: keep-alive, as clients run),
-    the two services' rounds alternating; each row's TLS rate and p99 as a
-    ratio to plaintext's (the median of the paired rounds' ratios)."""
+    their rounds alternating; each row's rate, p99 and the service's CPU per
+    request on `other` as a ratio to `base` (the median of the paired
+    rounds' ratios). CPU per request varies less than the rate on a shared
+    machine: it is the figure a small cost shows in."""
     lines = []
-    for method, transport in TLS_ROWS:
-        for svc in (plain, secure):
+    services = (base, other)
+    for method, transport in HOT_ROWS:
+        for svc in services:
             run_once(svc, fixture, method, transport, 16, 0.3, warm_up=False)
         runs: tuple[list[Result], list[Result]] = ([], [])
+        cpu: tuple[list[float], list[float]] = ([], [])
         for r in range(rounds):
             for i in (0, 1) if r % 2 == 0 else (1, 0):
                 asyncio.run(settle(fixture.dsn))
-                runs[i].append(
-                    run_once((plain, secure)[i], fixture, method, transport, 16, seconds, warm_up=False)
-                )
+                before = process_seconds(services[i].pids())
+                result = run_once(services[i], fixture, method, transport, 16, seconds, warm_up=False)
+                spent = process_seconds(services[i].pids()) - before
+                runs[i].append(result)
+                cpu[i].append(spent * 1e6 / max(result.requests, 1))
         p, s = median_result(runs[0]), median_result(runs[1])
         rate = paired_ratio([x.rps for x in runs[1]], [x.rps for x in runs[0]])
         p99 = paired_ratio([x.p99_ms for x in runs[1]], [x.p99_ms for x in runs[0]])
+        us = paired_ratio(cpu[1], cpu[0])
         errors = sum(x.errors for x in runs[0] + runs[1])
         lines.append(
-            f"  {method:<9}{transport:<15}plaintext {p.rps:>7.0f}/s p99 {p.p99_ms:6.2f} ms"
-            f"   TLS {s.rps:>7.0f}/s p99 {s.p99_ms:6.2f} ms   rate x{rate:.2f}, p99 x{p99:.2f}"
+            f"  {method:<9}{transport:<15}{names[0]} {p.rps:>7.0f}/s p99 {p.p99_ms:6.2f} ms"
+            f" {statistics.median(cpu[0]):5.0f} us   {names[1]} {s.rps:>7.0f}/s p99 {s.p99_ms:6.2f} ms"
+            f" {statistics.median(cpu[1]):5.0f} us   rate x{rate:.2f}, p99 x{p99:.2f}, CPU x{us:.3f}"
             f"   errors {errors}"
         )
     return lines
+
+
+def telemetry_cost(
+    fixture: Fixture, keyring: str, workers: int, folder: Path, seconds: float, rounds: int
+) -> None:
+    """Metrics on (the default) against off; traces exported at a 100 %
+    sample (to a receiver on loopback that takes and drops them) against
+    none. Each pair started together, so that they are the same age and
+    differ in the one setting."""
+    no_metrics = {"HOSTAUTH_METRICS_ADDR": ""}
+    with (
+        service(fixture, keyring, workers, folder, name="no-metrics", extra_env=no_metrics) as off,
+        service(fixture, keyring, workers, folder, name="metrics") as on,
+    ):
+        print(f"\nmetrics (c=16, {rounds} rounds alternating), on (the default) over off:")
+        for line in paired_cost(off, on, ("off", "on"), fixture, seconds, rounds):
+            print(line, flush=True)
+    receiver = Receiver(decode=False)
+    traced_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_TRACES_SAMPLER": "always_on"}
+    try:
+        with (
+            service(fixture, keyring, workers, folder, name="untraced") as untraced,
+            service(fixture, keyring, workers, folder, name="traced", extra_env=traced_env) as traced,
+        ):
+            print(f"\ntraces at a 100 % sample (c=16, {rounds} rounds alternating), traced over untraced:")
+            for line in paired_cost(untraced, traced, ("untraced", "traced"), fixture, seconds, rounds):
+                print(line, flush=True)
+        print(f"  export requests received: {receiver.received}")
+    finally:
+        receiver.close()
 
 
 def open_loop(svc: Service, fixture: Fixture, rows: list[Row], seconds: float, rounds: int) -> list[str]:
@@ -205,8 +248,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--telemetry-only", action="store_true", help="only metrics and traces against neither"
+    )
     args = parser.parse_args()
     seconds, rounds = (0.5, 1) if args.smoke else (args.seconds, args.rounds)
+    # A cost of a few per cent needs more pairs than the machine's noise.
+    paired_rounds = rounds if args.smoke else max(rounds, 7)
     concurrencies = (1, 16, 64)
     ensure_tools()
     keyring = generate_keyring_json("bench-1")
@@ -226,6 +274,9 @@ def main() -> None:
         with service(fixture, keyring, args.workers, folder) as svc:
             meter = CpuMeter(svc.pids, postmaster)
             seed(svc, fixture)
+            if args.telemetry_only:
+                telemetry_cost(fixture, keyring, args.workers, folder, seconds, paired_rounds)
+                return
             for clients in concurrencies:
                 block, ceilings[clients] = measure_block(svc, meter, fixture, clients, seconds, rounds)
                 rows.extend(block)
@@ -243,8 +294,9 @@ def main() -> None:
                 print(
                     f"\nTLS (c=16, {max(rounds, 3)} rounds alternating with plaintext), TLS over plaintext:"
                 )
-                for line in tls_cost(svc, secure, fixture, seconds, max(rounds, 3)):
+                for line in paired_cost(svc, secure, ("plaintext", "TLS"), fixture, seconds, max(rounds, 3)):
                     print(line, flush=True)
+            telemetry_cost(fixture, keyring, args.workers, folder, seconds, paired_rounds)
             if args.workers > 1:
                 with service(fixture, keyring, 1, folder) as one:
                     many, single = scaling(

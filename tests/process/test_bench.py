@@ -57,6 +57,12 @@ async def test_bench_smoke_prints_every_row(admin_dsn: str) -> None:
     for clients in (1, 16, 64):
         assert any(ln.startswith(f"database ceiling c={clients} (median of 1 round(s)):") for ln in lines)
     assert any("open loop at 80 %" in ln for ln in lines)
+    for heading, pair in (("metrics (c=16", "off"), ("traces at a 100 % sample", "untraced")):
+        at = next(i for i, ln in enumerate(lines) if ln.startswith(heading))
+        rows = [ln.split() for ln in lines[at + 1 : at + 5]]
+        assert all(row[2] == pair and row[-1] == "0" for row in rows), lines[at : at + 5]
+    received = next(ln for ln in lines if "export requests received" in ln)
+    assert int(received.split()[-1]) > 0  # the traced service exported its spans
     open_loop = [ln.split() for ln in lines if ln.startswith("  ") and "req/s  p99" in ln]
     assert {(f[0], f[1]) for f in open_loop} == {(m, t) for m in METHODS for t in TRANSPORTS}
     assert all(f[f.index("errors") + 1] == "0" for f in open_loop)

@@ -9,6 +9,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 from pathlib import Path
 from uuid import uuid4
 
@@ -19,9 +20,9 @@ from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.core.policy import READ_SECRETS
 from hostauth.telemetry.calls import SERVICE
 from tests.support.db import create_database
-from tests.support.processes import start_server, wait_serving
+from tests.support.processes import failed_start, start_server, wait_serving
 from tests.support.requests import create_request, secret
-from tests.support.scrape import Samples, matching, scrape, value
+from tests.support.scrape import Samples, matching, scrape, scrape_until, value
 from tests.support.sensitive import leaks
 from tests.support.serving import TEST_KEYRING_JSON, service_account_key
 from tests.support.wire import RpcError, Wire, wires_of
@@ -113,7 +114,12 @@ async def test_one_scrape_counts_every_call_of_every_worker_exactly(admin_dsn: s
                 )
             ).status_code == 404
 
-        samples = await scrape(server.metrics_port)
+        total = 3 * N * (len(METHODS) + 2) + 2
+
+        def all_counted(samples: Samples) -> bool:
+            return sum(matching(samples, "grpc_server_handled_total").values()) >= total
+
+        samples = await scrape_until(server.metrics_port, all_counted)
         for transport in TRANSPORTS.values():
             for method in METHODS:
                 assert _handled(samples, method, transport, "OK") == N, (method, transport)
@@ -133,7 +139,7 @@ async def test_one_scrape_counts_every_call_of_every_worker_exactly(admin_dsn: s
             )
         started = sum(matching(samples, "grpc_server_started_total").values())
         handled = sum(matching(samples, "grpc_server_handled_total").values())
-        assert started == handled == 3 * N * (len(METHODS) + 2) + 2
+        assert started == handled == total
         assert not any(
             "NoSuchMethod" in str(labels) for labels in matching(samples, "grpc_server_handled_total")
         )
@@ -141,6 +147,7 @@ async def test_one_scrape_counts_every_call_of_every_worker_exactly(admin_dsn: s
         assert value(samples, "hostauth_db_batch_size_count", statement="insert") >= 1
         assert value(samples, "hostauth_database_up") == 1
         assert value(samples, "hostauth_encryption_keys", state="primary") == 1
+        assert 0 < value(samples, "hostauth_primary_key_age_seconds") < 3600  # registered by this start
         workers = {dict(labels)["worker"] for labels in matching(samples, "process_resident_memory_bytes")}
         assert workers == {"supervisor", "0", "1"}
         (build,) = matching(samples, "hostauth_build_info")
@@ -166,7 +173,11 @@ async def test_a_worker_killed_keeps_its_counts_and_its_gauges_leave(admin_dsn: 
                 "CreateHostAuthenticationToken", create_request(), pb.CreateHostAuthenticationTokenResponse
             )
         create = "CreateHostAuthenticationToken"
-        before = _handled(await scrape(server.metrics_port), create, "grpc", "OK")
+
+        def written(samples: Samples) -> bool:
+            return _handled(samples, create, "grpc", "OK") >= 4
+
+        before = _handled(await scrape_until(server.metrics_port, written), create, "grpc", "OK")
         assert before == 4
         started = re.search(r"started 2 worker\(s\): (\d+), (\d+)", server.log.read_text())
         assert started, server.log.read_text()
@@ -182,3 +193,18 @@ async def test_a_worker_killed_keeps_its_counts_and_its_gauges_leave(admin_dsn: 
         assert workers == {"supervisor", "0", "1"}  # the replacement in its place
     finally:
         server.stop()
+
+
+async def test_a_taken_metrics_port_stops_the_start_with_one_line_before_any_database() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",  # never reached
+            "HOSTAUTH_KEYRING": TEST_KEYRING_JSON,
+            "HOSTAUTH_METRICS_ADDR": f"127.0.0.1:{port}",
+            "HOSTAUTH_WORKERS": "2",
+        }
+        line = await failed_start(env, 1)
+    assert line == f"hostauth: cannot listen on 127.0.0.1:{port} (metrics): Address already in use"

@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
@@ -165,6 +166,7 @@ async def test_get_value_with_failing_audit_returns_no_secret(
             uuid4(),
             ciphertext,
         )
+    failures = REGISTRY.get_sample_value("hostauth_audit_write_failures_total") or 0.0
     with pytest.raises(RpcError) as caught:
         await get_value(wire, failing_audit)
     assert (caught.value.code, caught.value.message) == (
@@ -172,6 +174,8 @@ async def test_get_value_with_failing_audit_returns_no_secret(
         "the read could not be recorded, so no secret is returned",
     )
     assert value not in caught.value.message
+    # Counted: the read's audit row failed (the refusal's own row then fails too).
+    assert (REGISTRY.get_sample_value("hostauth_audit_write_failures_total") or 0.0) - failures >= 1
 
 
 async def test_no_audit_row_holds_a_secret_or_credential(pool: asyncpg.Pool, wire: Wire) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from prometheus_client import REGISTRY
 
 from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.auth.caller import Call
@@ -79,8 +80,10 @@ async def test_wrong_encryption_context_is_refused(kms: Any, kms_key: str) -> No
     provider = KmsKeyProvider(kms_key, kms, cache_size=0)
     sealer = Sealer(KeyProviders([provider], provider.key_id))
     blob = await sealer.seal(SECRET, CTX)
+    refused = _metric("hostauth_kms_calls_total", operation="decrypt", outcome="refused")
     with pytest.raises(DecryptionError, match="KMS refused the data key"):
         await sealer.open(blob, SecretContext(CTX.token_id, "refresh_token"))
+    assert _metric("hostauth_kms_calls_total", operation="decrypt", outcome="refused") - refused == 1
     # And KMS itself refuses the wrapped key outside its context.
     wrapped_len = int.from_bytes(blob[2 + blob[1] : 4 + blob[1]], "big")
     wrapped = blob[4 + blob[1] : 4 + blob[1] + wrapped_len]
@@ -88,14 +91,27 @@ async def test_wrong_encryption_context_is_refused(kms: Any, kms_key: str) -> No
         kms.decrypt(CiphertextBlob=wrapped, EncryptionContext={"hostauth:token_id": "other"})
 
 
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_cache_hits_do_not_call_kms(kms: Any, kms_key: str) -> None:
     provider = KmsKeyProvider(kms_key, kms, status_ttl_s=60)
     sealer = Sealer(KeyProviders([provider], provider.key_id))
     decrypts = count_calls(kms, "Decrypt")
+    hits, misses = (
+        _metric("hostauth_data_key_cache_total", result="hit"),
+        _metric("hostauth_data_key_cache_total", result="miss"),
+    )
+    ok = _metric("hostauth_kms_calls_total", operation="decrypt", outcome="ok")
     blob = await sealer.seal(SECRET, CTX)
     for _ in range(5):
         assert await sealer.open(blob, CTX) == SECRET
     assert decrypts[0] == 1
+    # The metrics say the same: one decrypt at KMS, one miss, four hits.
+    assert _metric("hostauth_kms_calls_total", operation="decrypt", outcome="ok") - ok == 1
+    assert _metric("hostauth_data_key_cache_total", result="miss") - misses == 1
+    assert _metric("hostauth_data_key_cache_total", result="hit") - hits == 4
     sealer.forget(CTX.token_id)  # the token was deleted
     assert provider.cached == 0
     assert await sealer.open(blob, CTX) == SECRET

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,6 +23,17 @@ async def scrape(port: int) -> Samples:
             assert key not in samples, f"{key} twice in one scrape"
             samples[key] = sample.value
     return samples
+
+
+async def scrape_until(port: int, done: Callable[[Samples], bool], within_s: float = 10.0) -> Samples:
+    """Scrapes until `done` holds (the workers write their calls' counts
+    each second); the last scrape, done or not, after `within_s`."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        samples = await scrape(port)
+        if done(samples) or asyncio.get_running_loop().time() > deadline:
+            return samples
+        await asyncio.sleep(0.2)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

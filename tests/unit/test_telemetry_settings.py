@@ -3,12 +3,20 @@ values the metrics' labels take."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+from prometheus_client.utils import floatToGoString
 
 from hostauth.config import Address, ConfigError, Settings, tracing_configured
 from hostauth.errors import ErrorCode
 from hostauth.telemetry.calls import CODE_NAMES, CallTelemetry, code_name
 from hostauth.telemetry.gauges import HOST_KINDS, host_kind
+from hostauth.telemetry.metrics import CALL_BUCKETS
+from hostauth.telemetry.tally import CallTally
+from tests.support.processes import ROOT
 
 BASE = {"DATABASE_URL": "postgresql://localhost/x"}
 
@@ -94,3 +102,40 @@ def test_telemetry_off_records_nothing() -> None:
     off = CallTelemetry(metrics=False, access_log=False)
     assert not off.active
     assert off.begin("GetHostAuthenticationToken", "grpc") is None
+
+
+def test_without_tracing_the_sdk_is_never_imported() -> None:
+    """Tracing off costs nothing: serving imports no part of OpenTelemetry's SDK."""
+    probe = (
+        "import sys, hostauth.cli.main, hostauth.runtime.worker;"
+        "sdk = ('opentelemetry.sdk', 'opentelemetry.instrumentation');"
+        "print(sorted(m for m in sys.modules if m.startswith(sdk)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_a_flushed_tally_is_what_observing_each_call_would_have_exported() -> None:
+    registry = CollectorRegistry()
+    direct = Histogram("direct_seconds", "each call observed", buckets=CALL_BUCKETS, registry=registry)
+    tally = CallTally()
+    method = tally.of("svc", "Get", "grpc")
+    durations = [0.0001, 0.0005, 0.0007, 0.001, 0.003, 0.3, 2.0, 10.0, 11.0, 0.0025]
+    before = REGISTRY.get_sample_value("grpc_server_handling_seconds_count", _LABELS) or 0.0
+    for elapsed in durations:
+        direct.observe(elapsed)
+        method.started += 1
+        method.answered("OK", elapsed)
+    tally.flush()
+    for bound in (*CALL_BUCKETS, float("inf")):
+        le = floatToGoString(bound)
+        mine = REGISTRY.get_sample_value("grpc_server_handling_seconds_bucket", {**_LABELS, "le": le})
+        assert mine == registry.get_sample_value("direct_seconds_bucket", {"le": le}), le
+    assert REGISTRY.get_sample_value("grpc_server_handling_seconds_count", _LABELS) - before == len(durations)
+    handled = REGISTRY.get_sample_value("grpc_server_handled_total", {**_LABELS, "grpc_code": "OK"})
+    assert handled == len(durations)
+    tally.flush()  # nothing new: nothing added
+    assert REGISTRY.get_sample_value("grpc_server_handled_total", {**_LABELS, "grpc_code": "OK"}) == handled
+
+
+_LABELS = {"grpc_service": "svc", "grpc_method": "Get", "grpc_type": "unary", "transport": "grpc"}

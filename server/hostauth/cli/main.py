@@ -41,6 +41,7 @@ from hostauth.runtime.serve import NO_EXTRAS, Extras
 from hostauth.runtime.supervisor import ensure_ports_free, supervise
 from hostauth.runtime.tuning import use_event_loop
 from hostauth.runtime.worker import prepare, run_server
+from hostauth.telemetry.exposition import serving_metrics
 from hostauth.telemetry.logs import configure_logging
 from hostauth.tls.certificates import ServerCertificates
 from hostauth.tls.identities import client_identities
@@ -94,16 +95,21 @@ def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: s
     use_event_loop(settings.event_loop)
     run: Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]] | None = args.run
     args.settings = settings
+    workers = getattr(args, "workers", None) or settings.workers
     try:
-        with database(settings) as dsn:
+        # /metrics first: a taken port stops the start before any database.
+        serving = workers if run is None and not args.worker else 0
+        with serving_metrics(settings, serving) as shared, database(settings) as dsn:
             if run is not None:
                 asyncio.run(run(args, dsn))
             elif args.worker:
                 return asyncio.run(run_server(settings, dsn, worker=True, extras=extras))
-            elif (workers := args.workers or settings.workers) > 1:
+            elif workers > 1:
                 ensure_ports_free(settings.http_addr, settings.grpc_addr)
                 asyncio.run(prepare(settings, dsn))
-                return supervise(dataclasses.replace(settings, workers=workers), dsn, module=module)
+                return supervise(
+                    dataclasses.replace(settings, workers=workers), dsn, module=module, shared=shared
+                )
             else:  # one process: all the batches in flight are its own
                 return asyncio.run(run_server(dataclasses.replace(settings, workers=1), dsn, extras=extras))
     except TimeoutError:  # an OSError, with no message of its own

@@ -100,28 +100,23 @@ class _Restarts:
         return True
 
 
-def supervise(settings: Settings, dsn: str, *, module: str = "hostauth") -> int:
+def supervise(
+    settings: Settings, dsn: str, *, module: str = "hostauth", shared: SharedMetrics | None = None
+) -> int:
     """Run `settings.workers` workers (`python -m <module> serve --worker`) until
     SIGTERM or SIGINT, or until they die too often; the exit status: 1 when
     they died too often, EXIT_ENDED_CALLS when the stop had to end calls or
-    kill a worker."""
+    kill a worker. `shared`: the metrics the workers write for /metrics."""
     # The workers learn how many they are (serve --workers may differ from the
     # environment): each takes its share of the database's batches.
     env = {**os.environ, "DATABASE_URL": dsn, "HOSTAUTH_WORKERS": str(settings.workers)}
     if settings.dev and settings.keyring_json is None and settings.keyring_file is None:
         env["HOSTAUTH_KEYRING_FILE"] = str((settings.data_dir / DEV_KEYRING_NAME).absolute())
     children: list[subprocess.Popen[bytes]] = []
-    shared: SharedMetrics | None = None
-    if settings.metrics_addr is not None:
-        shared = SharedMetrics(
-            settings.metrics_addr, lambda: [(str(i), c.pid) for i, c in enumerate(children)]
-        )
+    if shared is not None:  # the workers write their metrics for this process to sum (/metrics)
+        shared.workers = lambda: [(str(i), c.pid) for i, c in enumerate(children)]
         env |= shared.env()
-    try:
-        return _supervise(settings, env, module, children, shared)
-    finally:
-        if shared is not None:
-            shared.close()
+    return _supervise(settings, env, module, children, shared)
 
 
 def _worker_env(env: Mapping[str, str], index: int) -> dict[str, str]:

@@ -42,7 +42,6 @@ from hostauth.store.coalesce import batches_in_flight_per_worker
 from hostauth.store.encryption_keys import KeyStore
 from hostauth.store.pooled import ping
 from hostauth.telemetry.calls import CallTelemetry
-from hostauth.telemetry.exposition import serve_own_metrics
 from hostauth.telemetry.gauges import sample_for_ever, stop_sampling
 from hostauth.telemetry.tracing import start_tracing, stop_tracing
 from hostauth.tls.identities import ClientIdentities, client_identities
@@ -164,8 +163,6 @@ async def run_server(
     )
     starting: asyncio.Task[None] | None = None
     sampling: asyncio.Task[None] | None = None
-    # Serving alone, this process answers the scrape; a worker's supervisor does.
-    endpoint = serve_own_metrics(settings.metrics_addr) if settings.metrics_addr and not worker else None
     try:
         if not worker:  # the whole service starting: a database not there stops it
             calls.start(*await parts.build(jwt, dev_key=settings.dev))
@@ -184,6 +181,7 @@ async def run_server(
                     sample_for_ever(
                         lambda: parts.pool,
                         lambda: readiness.database_ok,
+                        calls.telemetry.flush,
                         count=settings.worker_index == 0,
                     )
                 )
@@ -215,8 +213,7 @@ async def run_server(
                 await starting
         if sampling is not None:
             await stop_sampling(sampling)
+        calls.telemetry.flush()  # the last second's calls
         await parts.close()
         stop_tracing()
-        if endpoint is not None:
-            endpoint.close()
     return EXIT_ENDED_CALLS if calls.ended else 0

@@ -2,10 +2,8 @@
 log line; one record per call, begun and ended by the wire's adapter.
 
 Off (no metrics address, no tracing, no access log), `begin` is one
-attribute check and returns None. On, the metric children of each
-(method, transport) and (method, transport, code) are looked up once and
-kept, so a call costs two counter increments and one histogram
-observation beyond what it would without.
+attribute check and returns None. On, a call's metrics are a few integer
+additions (tally.py), written to the exported metrics each second.
 """
 
 from __future__ import annotations
@@ -19,8 +17,9 @@ from gitpod.v1 import runner_configuration_pb2
 from gitpod.v1.identity_pb2 import Principal
 from hostauth.auth.caller import Caller
 from hostauth.errors import ErrorCode
-from hostauth.telemetry import metrics, tracing
+from hostauth.telemetry import tracing
 from hostauth.telemetry.metrics import known_series
+from hostauth.telemetry.tally import CallTally, MethodTally
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -76,7 +75,7 @@ def code_name(connect_code: str) -> str:
 class CallRecord:
     """One call, from its arrival to its answer."""
 
-    __slots__ = ("_token", "caller", "code", "method", "request_id", "span", "started", "transport")
+    __slots__ = ("_token", "caller", "code", "method", "request_id", "span", "started", "tally", "transport")
 
     def __init__(self, method: str, transport: str) -> None:
         self.method = method
@@ -86,20 +85,20 @@ class CallRecord:
         self.caller: Caller | None = None
         self.request_id = ""
         self.span: Any = None
+        self.tally: MethodTally | None = None
         self._token: object = None
 
 
 class CallTelemetry:
     """The telemetry of one process's calls."""
 
-    __slots__ = ("_handled", "_per_method", "access_log", "active", "metrics")
+    __slots__ = ("access_log", "active", "metrics", "tally")
 
     def __init__(self, *, metrics: bool, access_log: bool) -> None:
         self.metrics = metrics
         self.access_log = access_log
         self.active = metrics or access_log or tracing.tracer is not None
-        self._per_method: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._handled: dict[tuple[str, str, str], Any] = {}
+        self.tally = CallTally()  # written to the metrics by flush(), each second
         if metrics:
             known_series(SERVICE, METHODS, (GRPC, CONNECT_JSON, CONNECT_PROTO))
 
@@ -112,12 +111,8 @@ class CallTelemetry:
             return None
         record = CallRecord(method, transport)
         if self.metrics:
-            children = self._per_method.get((method, transport))
-            if children is None:
-                labels = (SERVICE, method, "unary", transport)
-                children = (metrics.started.labels(*labels), metrics.handling_seconds.labels(*labels))
-                self._per_method[(method, transport)] = children
-            children[0].inc()
+            tally = record.tally = self.tally.of(SERVICE, method, transport)
+            tally.started += 1
         if tracing.tracer is not None:
             _start_span(record, carrier or {})
         return record
@@ -125,20 +120,21 @@ class CallTelemetry:
     def end(self, record: CallRecord, code: str) -> None:
         """The call answered with `code` (go-grpc-prometheus's name)."""
         elapsed = time.perf_counter() - record.started
-        method, transport = record.method, record.transport
-        if self.metrics:
-            self._per_method[(method, transport)][1].observe(elapsed)
-            child = self._handled.get((method, transport, code))
-            if child is None:
-                child = metrics.handled.labels(SERVICE, method, "unary", transport, code)
-                self._handled[(method, transport, code)] = child
-            child.inc()
-            if method == GET_VALUE:
-                metrics.secret_reads.labels("served" if code == OK else _SNAKE.get(code, "unknown")).inc()
+        tally = record.tally
+        if tally is not None:
+            tally.answered(code, elapsed)
+            if record.method == GET_VALUE:
+                outcome = "served" if code == OK else _SNAKE.get(code, "unknown")
+                reads = self.tally.reads
+                reads[outcome] = reads.get(outcome, 0) + 1
         if record.span is not None:
             _end_span(record, code)
         if self.access_log:
             _log_access(record, code, elapsed)
+
+    def flush(self) -> None:
+        if self.metrics:
+            self.tally.flush()
 
 
 def _start_span(record: CallRecord, carrier: Mapping[str, str]) -> None:

@@ -13,6 +13,7 @@ from /proc for the supervisor and each worker, labelled `worker`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from hostauth.cli.version import build
-from hostauth.config import Address
+from hostauth.config import Address, Settings
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +97,15 @@ def serve_own_metrics(addr: Address) -> MetricsEndpoint:
 
 class SharedMetrics:
     """The supervisor's side of multiprocess mode: the directory the workers
-    write to, and the endpoint that sums them."""
+    write to, and the endpoint that sums them; `workers` says which
+    processes are the workers, (index, pid), once they run."""
 
-    def __init__(self, addr: Address, workers: Callable[[], Iterable[tuple[str, int]]]) -> None:
+    def __init__(self, addr: Address) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="hostauth-metrics-"))
+        self.workers: Callable[[], Iterable[tuple[str, int]]] = list
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(self.directory))  # type: ignore[no-untyped-call]
-        registry.register(WorkerProcesses(lambda: [("supervisor", "self"), *workers()]))
+        registry.register(WorkerProcesses(lambda: [("supervisor", "self"), *self.workers()]))
         registry.register(BuildInfo())
         try:
             self.endpoint = MetricsEndpoint(addr, registry)
@@ -120,3 +123,26 @@ class SharedMetrics:
     def close(self) -> None:
         self.endpoint.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serving_metrics(settings: Settings, workers: int) -> Iterator[SharedMetrics | None]:
+    """/metrics for `serve` (workers > 0) when an address is set: summed
+    across workers by this process (the SharedMetrics to give the
+    supervisor), or this process's own when it serves alone."""
+    addr = settings.metrics_addr
+    if addr is None or workers == 0:
+        yield None
+        return
+    if workers == 1:
+        own = serve_own_metrics(addr)
+        try:
+            yield None
+        finally:
+            own.close()
+        return
+    shared = SharedMetrics(addr)
+    try:
+        yield shared
+    finally:
+        shared.close()

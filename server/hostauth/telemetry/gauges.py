@@ -67,12 +67,17 @@ async def count_fleet(pool: asyncpg.Pool) -> None:
 
 
 async def sample_for_ever(
-    pool: Callable[[], asyncpg.Pool | None], database_ok: Callable[[], bool], *, count: bool
+    pool: Callable[[], asyncpg.Pool | None],
+    database_ok: Callable[[], bool],
+    flush: Callable[[], None],
+    *,
+    count: bool,
 ) -> None:
-    """Sample each second; with `count`, read the database's counts once a
-    minute too (the first as soon as a pool is there)."""
+    """Each second, sample and flush the calls' counts; with `count`, read the
+    database's counts once a minute too (the first as soon as a pool is there)."""
     next_count = 0.0
     while True:
+        flush()
         current = pool()
         sample_pool(current, database_ok())
         if count and current is not None and time.monotonic() >= next_count:
