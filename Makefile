@@ -6,14 +6,31 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install gen check-gen lint breaking test system-postgres run bench bench-rewrap bench-ab bench-idle chaos clean
+.PHONY: install gen check-gen lint breaking test system-postgres run bench bench-rewrap bench-ab bench-idle chaos clean lock dist
 
+# What CI and a checkout install: the locked versions, hashes checked, then
+# the package itself (editable) without resolving anything again.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,embedded,kms,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
+
+# The lock files, from pyproject.toml: requirements.lock is what the image
+# installs (the service and its kms extra), requirements-dev.lock everything
+# (all extras). tests/unit/test_lock.py fails when they disagree with pyproject.toml.
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
+lock:
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) --extra kms -o requirements.lock pyproject.toml
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) --all-extras -o requirements-dev.lock pyproject.toml
+
+# A wheel in dist/, the commit it is built from inside it (hostauth --version).
+dist: install
+	rm -rf dist build
+	git rev-parse --short=12 HEAD > server/hostauth/COMMIT
+	$(PY) -m build --wheel --outdir dist . ; status=$$?; rm -f server/hostauth/COMMIT; exit $$status
 
 # Regenerate gen/ from proto/ and bench/gen/ from bench/proto/ (local plugins only; see buf.gen.yaml).
 gen: install

@@ -1,5 +1,6 @@
-"""What `hostauth --version` prints: the installed version, and the commit
-when the package runs from a git checkout."""
+"""What `hostauth --version` prints: the installed version, and the commit:
+the one `make dist` wrote into the wheel, else the git checkout's the
+package runs from."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ def build() -> tuple[str, str | None]:
         installed = version("hostauth")
     except PackageNotFoundError:
         installed = "unknown"
-    return installed, _checkout_commit()
+    return installed, _built_commit() or _checkout_commit()
+
+
+def _built_commit() -> str | None:
+    try:
+        return (Path(__file__).resolve().parents[1] / "COMMIT").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def version_line() -> str:
