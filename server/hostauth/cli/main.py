@@ -7,6 +7,7 @@ the audit trail.
     hostauth api-keys list
     hostauth keys generate|status|rotate|rewrap|retire ...
     hostauth audit list [--token-id UUID] [--subject UUID] [--since 2026-01-01T00:00:00Z]
+    hostauth ready
     hostauth --version
 
 Commands use DATABASE_URL; with --dev (before or after the command) and no
@@ -31,6 +32,7 @@ from hostauth.cli.api_keys import add_api_keys_commands
 from hostauth.cli.audit import add_audit_commands
 from hostauth.cli.commands import command, global_options
 from hostauth.cli.keys import add_keys_commands
+from hostauth.cli.ready import add_ready_command
 from hostauth.cli.version import version_line
 from hostauth.config import ConfigError, Settings
 from hostauth.keys.loading import load_keyring
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     add_api_keys_commands(commands)
     add_keys_commands(commands)
     add_audit_commands(commands)
+    add_ready_command(commands)
     return parser
 
 
