@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -121,7 +120,8 @@ class Settings:
     # How often a replica tells the database which keys it holds; it counts
     # as live for three intervals.
     heartbeat_s: float = 2.0
-    # Serving processes; several share the ports (SO_REUSEPORT).
+    # Serving processes; several share the ports (SO_REUSEPORT). 0 (unset):
+    # as many as the CPU quota allows (runtime/cpus.py, resolved by `serve`).
     workers: int = 1
     # Pin worker i to the i-th CPU this process may use (wrapping around), so
     # the workers do not migrate between cores and evict each other's caches.
@@ -131,6 +131,9 @@ class Settings:
     batch_scheduling: bool = True
     # Database connections per serving process.
     db_pool_size: int = 10
+    # The connections this replica may hold (workers x pool size must fit);
+    # None: the server's max_connections less its reserved ones.
+    db_max_connections: int | None = None
     # Connecting, and any one statement, fail after this long (unavailable).
     db_timeout_s: float = DEFAULT_DB_TIMEOUT_S
     # Requests above this size are refused with resource_exhausted.
@@ -195,10 +198,11 @@ class Settings:
             kms_endpoint_url=env.get("HOSTAUTH_KMS_ENDPOINT_URL") or None,
             kms_cache_size=_count(env, "HOSTAUTH_KMS_CACHE_SIZE", 10_000),
             kms_cache_ttl_s=_seconds(env, "HOSTAUTH_KMS_CACHE_TTL_S", 300.0),
-            workers=_count(env, "HOSTAUTH_WORKERS", os.cpu_count() or 1),
+            workers=_count(env, "HOSTAUTH_WORKERS", 0),
             pin_workers=_switch(env, "HOSTAUTH_PIN_WORKERS", default=True),
             batch_scheduling=_switch(env, "HOSTAUTH_BATCH_SCHEDULING", default=True),
             db_pool_size=_count(env, "HOSTAUTH_DB_POOL_SIZE", 10),
+            db_max_connections=_count(env, "HOSTAUTH_DB_MAX_CONNECTIONS", 0) or None,
             db_timeout_s=_seconds(env, "HOSTAUTH_DB_TIMEOUT_S", DEFAULT_DB_TIMEOUT_S),
             header_timeout_s=_seconds(env, "HOSTAUTH_HEADER_TIMEOUT_S", 10.0),
             body_timeout_s=_seconds(env, "HOSTAUTH_BODY_TIMEOUT_S", 10.0),

@@ -37,7 +37,8 @@ from hostauth.cli.version import version_line
 from hostauth.config import ConfigError, Settings
 from hostauth.keys.loading import load_keyring
 from hostauth.keys.registry import KeyAdminError
-from hostauth.runtime.database import database
+from hostauth.runtime.cpus import CpuBudget, cpu_budget
+from hostauth.runtime.database import ConnectionBudgetError, check_connection_budget, database
 from hostauth.runtime.open_files import raise_open_file_limit
 from hostauth.runtime.serve import NO_EXTRAS, Extras
 from hostauth.runtime.supervisor import ensure_ports_free, supervise
@@ -65,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     add_audit_commands(commands)
     add_ready_command(commands)
     return parser
+
+
+def _fit_to_cpus(settings: Settings, budget: CpuBudget) -> Settings:
+    """Pinning and SCHED_BATCH only when the service owns every CPU it sees
+    (the start says which, runtime/supervisor.py and runtime/worker.py)."""
+    if budget.owns_every_cpu:
+        return settings
+    return dataclasses.replace(settings, pin_workers=False, batch_scheduling=False)
 
 
 def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: str = "hostauth") -> int:
@@ -98,7 +107,10 @@ def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: s
     use_event_loop(settings.event_loop)
     run: Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]] | None = args.run
     args.settings = settings
-    workers = getattr(args, "workers", None) or settings.workers
+    budget = cpu_budget()
+    workers = getattr(args, "workers", None) or settings.workers or budget.workers
+    if args.command == "serve" and not args.worker:
+        settings = _fit_to_cpus(settings, budget)
     try:
         # /metrics first: a taken port stops the start before any database.
         serving = workers if run is None and not args.worker else 0
@@ -109,11 +121,13 @@ def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: s
                 return asyncio.run(run_server(settings, dsn, worker=True, extras=extras))
             elif workers > 1:
                 ensure_ports_free(settings.http_addr, settings.grpc_addr)
+                asyncio.run(check_connection_budget(settings, dsn, workers))
                 asyncio.run(prepare(settings, dsn))
                 return supervise(
                     dataclasses.replace(settings, workers=workers), dsn, module=module, shared=shared
                 )
             else:  # one process: all the batches in flight are its own
+                asyncio.run(check_connection_budget(settings, dsn, 1))
                 return asyncio.run(run_server(dataclasses.replace(settings, workers=1), dsn, extras=extras))
     except TimeoutError:  # an OSError, with no message of its own
         print(
@@ -122,7 +136,11 @@ def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: s
             file=sys.stderr,
         )
         return 1
-    except (KeyAdminError, OSError) as exc:  # OSError: a port taken, a database not reachable
+    except (
+        KeyAdminError,
+        ConnectionBudgetError,
+        OSError,
+    ) as exc:  # OSError: a port taken, a database not reachable
         print(f"hostauth: {exc}", file=sys.stderr)
         return 1
     except asyncpg.PostgresError as exc:  # a wrong password, no such database, ...

@@ -54,3 +54,47 @@ def database(settings: Settings) -> Iterator[str]:
 async def admin_pool(settings: Settings, dsn: str, *, max_size: int = 1) -> asyncpg.Pool:
     """The small pool of an administrative command, with the configured timeout."""
     return await connect_pool(dsn, min_size=1, max_size=max_size, timeout_s=settings.db_timeout_s)
+
+
+# Connections kept free of the service's for an operator (psql, a migration
+# by hand, monitoring), besides the server's own reserved ones.
+OPERATOR_RESERVE = 5
+
+
+class ConnectionBudgetError(Exception):
+    """The service's pools would need more connections than it may have."""
+
+
+async def check_connection_budget(settings: Settings, dsn: str, workers: int) -> None:
+    """Workers x pool size against HOSTAUTH_DB_MAX_CONNECTIONS, or (unset)
+    against what the server allows one client at most: max_connections less
+    its reserved connections and an operator's reserve. With N replicas, set
+    HOSTAUTH_DB_MAX_CONNECTIONS to their share."""
+    needed = workers * settings.db_pool_size
+    if settings.db_max_connections is not None:
+        if needed > settings.db_max_connections:
+            raise ConnectionBudgetError(
+                f"{workers} worker(s) x HOSTAUTH_DB_POOL_SIZE {settings.db_pool_size} = {needed} database"
+                f" connections, more than HOSTAUTH_DB_MAX_CONNECTIONS ({settings.db_max_connections}):"
+                " lower the pool size or the workers, or raise the budget"
+            )
+        return
+    conn = await asyncpg.connect(dsn, timeout=settings.db_timeout_s)
+    try:
+        row = await conn.fetchrow(
+            """SELECT current_setting('max_connections')::int AS max,
+                      current_setting('superuser_reserved_connections')::int
+                      + coalesce(current_setting('reserved_connections', true)::int, 0) AS reserved"""
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    allowed = row["max"] - row["reserved"] - OPERATOR_RESERVE
+    if needed > allowed:
+        raise ConnectionBudgetError(
+            f"{workers} worker(s) x HOSTAUTH_DB_POOL_SIZE {settings.db_pool_size} = {needed} database"
+            f" connections, more than the database allows ({row['max']} max_connections, less"
+            f" {row['reserved']} reserved and {OPERATOR_RESERVE} for operators = {allowed}): lower the pool"
+            " size or the workers, raise max_connections, or set HOSTAUTH_DB_MAX_CONNECTIONS to this"
+            " replica's share"
+        )

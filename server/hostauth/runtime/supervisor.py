@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 
 from hostauth.config import Address, Settings
 from hostauth.keys.loading import DEV_KEYRING_NAME
+from hostauth.runtime.cpus import cpu_budget
 from hostauth.runtime.embedded_pg import die_with_parent
 from hostauth.runtime.worker import EXIT_ENDED_CALLS
 from hostauth.telemetry.exposition import SharedMetrics
@@ -109,7 +110,13 @@ def supervise(
     kill a worker. `shared`: the metrics the workers write for /metrics."""
     # The workers learn how many they are (serve --workers may differ from the
     # environment): each takes its share of the database's batches.
-    env = {**os.environ, "DATABASE_URL": dsn, "HOSTAUTH_WORKERS": str(settings.workers)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "HOSTAUTH_WORKERS": str(settings.workers),
+        # Off when the CPU quota is shared (cli/main.py), for the workers too.
+        "HOSTAUTH_BATCH_SCHEDULING": "on" if settings.batch_scheduling else "off",
+    }
     if settings.dev and settings.keyring_json is None and settings.keyring_file is None:
         env["HOSTAUTH_KEYRING_FILE"] = str((settings.data_dir / DEV_KEYRING_NAME).absolute())
     children: list[subprocess.Popen[bytes]] = []
@@ -132,7 +139,13 @@ def _supervise(
 ) -> int:
     cpus = worker_cpus(settings.workers) if settings.pin_workers else [None] * settings.workers
     children.extend(_start_worker(module, _worker_env(env, i), cpu) for i, cpu in enumerate(cpus))
-    log.info("started %d worker(s): %s", len(children), ", ".join(str(c.pid) for c in children))
+    log.info(
+        "started %d worker(s): %s (%s; %s)",
+        len(children),
+        ", ".join(str(c.pid) for c in children),
+        cpu_budget().describe(),
+        "each pinned to a CPU" if any(cpu is not None for cpu in cpus) else "not pinned",
+    )
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:

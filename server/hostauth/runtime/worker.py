@@ -33,6 +33,7 @@ from hostauth.crypto.keyring import KeyProviders
 from hostauth.keys.loading import load_keys
 from hostauth.keys.registry import Heartbeat, register_and_check
 from hostauth.retry import backoff_s
+from hostauth.runtime.cpus import cpu_budget
 from hostauth.runtime.database import admin_pool
 from hostauth.runtime.dev import ensure_dev_api_key
 from hostauth.runtime.serve import NO_EXTRAS, Extras, serve
@@ -192,6 +193,8 @@ async def run_server(
                 running.grpc,
                 parts.batches,
             )
+            if not worker:
+                log.info("serving in one process (%s)", cpu_budget().describe())
             waiting = asyncio.create_task(stop.wait())
             tasks: set[asyncio.Task[object]] = {waiting}
             if starting is not None:
