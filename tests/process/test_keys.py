@@ -32,6 +32,7 @@ from hostauth.keys.rotation import rewrap, rotate
 from hostauth.store import ApiKeyStore, TokenStore, connect_pool, cursor_key
 from hostauth.store.encryption_keys import KeyStore, ReplicaRow, RewrapRow
 from hostauth.vault import EncryptedTokens
+from tests.support.cli import run_cli
 from tests.support.db import create_database
 from tests.support.lifecycle import create, get_value, update
 from tests.support.processes import ROOT, start_server, wait_serving
@@ -398,3 +399,26 @@ async def test_generate_adds_a_key_to_a_keyring_file(tmp_path: Path) -> None:
     again = await generate("--id", "k-2", "--keyring-file", str(path))
     assert again.returncode == 1
     assert "already has a key k-2" in again.stderr
+
+
+async def test_verify_says_whether_a_restored_database_is_readable_with_the_keys_here(
+    key_env: KeyEnv, admin_call: Call
+) -> None:
+    await seed(key_env, admin_call, 3)
+    whole = await run_cli(key_env.dsn, "keys", "verify", env={"HOSTAUTH_KEYRING": key_env.both})
+    assert whole.returncode == 0, whole.stderr
+    assert "k-old  primary  ciphertexts=6  ok" in whole.stdout  # a token and a refresh token each
+    assert "every key the database uses has material here (6 ciphertexts)" in whole.stdout
+    lacking = await run_cli(
+        key_env.dsn, "keys", "verify", env={"HOSTAUTH_KEYRING": keyring_json_with(key_env, "k-new")}
+    )
+    assert lacking.returncode == 1
+    assert "k-old  primary  ciphertexts=6  MISSING here" in lacking.stdout
+    assert lacking.stderr.strip() == "hostauth: ciphertexts use key(s) with no material here: k-old"
+    impostor = await run_cli(
+        key_env.dsn, "keys", "verify", env={"HOSTAUTH_KEYRING": keyring_json("k-old", primary="k-old")}
+    )
+    assert impostor.returncode == 1
+    assert "does not match the registry for: k-old" in impostor.stderr
+    # Read-only: nothing registered, nothing changed.
+    assert sorted(r.id for r in await key_env.store.keys()) == ["k-new", "k-old"]

@@ -16,7 +16,7 @@ from hostauth.cli.commands import Subcommands, command
 from hostauth.config import Settings
 from hostauth.crypto import Sealer
 from hostauth.keys.loading import load_keys
-from hostauth.keys.registry import live_window, register_and_check
+from hostauth.keys.registry import KeyAdminError, live_window, register_and_check
 from hostauth.keys.rotation import retire, rewrap, rotate, wait_for_replicas
 from hostauth.runtime.database import admin_pool
 from hostauth.store.encryption_keys import KeyStore
@@ -63,6 +63,42 @@ async def keys_status(args: argparse.Namespace, dsn: str) -> None:
         await pool.close()
 
 
+async def keys_verify(args: argparse.Namespace, dsn: str) -> None:
+    """Read-only: every key id the database uses has material here, and each
+    key configured here passes its registry check. Run it against a restored
+    database before trusting the backup: without its keys a dump is unreadable."""
+    settings: Settings = args.settings
+    keys = load_keys(settings)
+    pool = await admin_pool(settings, dsn)
+    try:
+        store = KeyStore(pool)
+        in_use = await store.keys_in_use()
+        registry = {row.id: row for row in await store.keys()}
+    finally:
+        await pool.close()
+    missing, wrong = [], []
+    for key_id in sorted(set(in_use) | set(registry)):
+        if key_id not in keys.key_ids:
+            state = "MISSING here" if in_use.get(key_id) else "not here (no ciphertext uses it)"
+            if in_use.get(key_id):
+                missing.append(key_id)
+        elif key_id in registry and not await keys.verify_check(key_id, registry[key_id].check_value):
+            state = "WRONG material (fails the registry's check)"
+            wrong.append(key_id)
+        else:
+            state = "ok"
+        known = registry[key_id].state if key_id in registry else "unregistered"
+        print(f"{key_id}  {known}  ciphertexts={in_use.get(key_id, 0)}  {state}")
+    problems = []
+    if missing:
+        problems.append(f"ciphertexts use key(s) with no material here: {', '.join(missing)}")
+    if wrong:
+        problems.append(f"key material here does not match the registry for: {', '.join(wrong)}")
+    if problems:
+        raise KeyAdminError("; ".join(problems))
+    print(f"every key the database uses has material here ({sum(in_use.values())} ciphertexts)")
+
+
 async def keys_rotate(args: argparse.Namespace, dsn: str) -> None:
     settings: Settings = args.settings
     pool = await admin_pool(settings, dsn)
@@ -106,6 +142,9 @@ def add_keys_commands(commands: Subcommands) -> None:
     generate.add_argument("--keyring-file", type=Path, help="add the key to this keyring file (0600)")
     generate.set_defaults(run=keys_generate, offline=True)
     command(actions, "status", "each key's state and the ciphertexts under it").set_defaults(run=keys_status)
+    command(
+        actions, "verify", "every key id the database uses has material here (read-only; after a restore)"
+    ).set_defaults(run=keys_verify)
     rotate_cmd = command(actions, "rotate", "make a configured key primary")
     rotate_cmd.add_argument("id")
     rotate_cmd.set_defaults(run=keys_rotate)
