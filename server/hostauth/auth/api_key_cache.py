@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
+from datetime import UTC, datetime
 
 from hostauth.retry import backoff_s
 from hostauth.store.api_keys import ApiKeyRow, ApiKeyStore, RevocationWatch
@@ -133,7 +134,10 @@ class CachedApiKeys:
         hit = self._cache.get(key_hash)
         now = time.monotonic()
         if hit is not None and now < hit[1] and now < self._alive_until:
-            return hit[0]
+            expires = hit[0].expires_at
+            if expires is None or expires > datetime.now(UTC):
+                return hit[0]
+            del self._cache[key_hash]  # expired while cached: the database says so too
         generation = self._generation
         row = await self._store.find_active(key_hash)
         if row is not None and time.monotonic() < self._alive_until and generation == self._generation:

@@ -7,7 +7,7 @@ import contextlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -25,6 +25,8 @@ class ApiKeyRow:
     description: str
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
 
 
 REVOCATIONS = "hostauth_api_key_revoked"
@@ -32,7 +34,19 @@ REVOCATIONS = "hostauth_api_key_revoked"
 # the watch's backend in pg_stat_activity.
 HEARTBEAT_MARK = "hostauth api key revocation watch"
 _STOP_WAIT_S = 2.0  # for the watch's connection to answer UNLISTEN, else it is closed
-_COLUMNS = "id, principal, subject_id, grants, description, created_at, revoked_at"
+_COLUMNS = "id, principal, subject_id, grants, description, created_at, revoked_at, expires_at, last_used_at"
+
+# A key's use is written at most once a minute: a lookup (the cache's miss)
+# finds the key and, when its last use is older, records this one.
+_FIND_ACTIVE = f"""
+WITH k AS (
+    SELECT {_COLUMNS} FROM api_keys
+    WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+), used AS (
+    UPDATE api_keys SET last_used_at = now()
+    WHERE id = (SELECT id FROM k) AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+)
+SELECT * FROM k"""  # noqa: S608 # fixed column names
 
 
 def _row(row: asyncpg.Record) -> ApiKeyRow:
@@ -44,6 +58,8 @@ def _row(row: asyncpg.Record) -> ApiKeyRow:
         description=row["description"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        expires_at=row["expires_at"],
+        last_used_at=row["last_used_at"],
     )
 
 
@@ -59,10 +75,7 @@ class ApiKeyStore:
 
     async def find_active(self, key_hash: bytes) -> ApiKeyRow | None:
         async with pooled(self._pool) as conn:
-            row = await conn.fetchrow(
-                f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",  # noqa: S608
-                key_hash,
-            )
+            row = await conn.fetchrow(_FIND_ACTIVE, key_hash)
         return None if row is None else _row(row)
 
     async def create(
@@ -72,12 +85,15 @@ class ApiKeyStore:
         subject_id: UUID,
         grants: tuple[str, ...] = (),
         description: str = "",
+        expires_in: timedelta | None = None,
     ) -> UUID:
-        """Store a key's hash; an already stored hash keeps its row (and id)."""
+        """Store a key's hash; an already stored hash keeps its row (and id).
+        expires_in: the key authenticates until then (from now, by the
+        database's clock); None: until revoked."""
         async with pooled(self._pool) as conn:
             found: UUID = await conn.fetchval(
-                """INSERT INTO api_keys (id, key_hash, principal, subject_id, grants, description)
-                   VALUES ($1, $2, $3, $4, $5, $6)
+                """INSERT INTO api_keys (id, key_hash, principal, subject_id, grants, description, expires_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, now() + $7::interval)
                    ON CONFLICT (key_hash) DO UPDATE SET key_hash = EXCLUDED.key_hash
                    RETURNING id""",
                 uuid4(),
@@ -86,6 +102,7 @@ class ApiKeyStore:
                 subject_id,
                 list(grants),
                 description,
+                expires_in,
             )
         return found
 
