@@ -166,6 +166,8 @@ class Settings:
     log_level: str = "INFO"
     # One log line per call (hostauth.access).
     access_log: bool = False
+    # Every audit event also as a JSON line: "stdout" or "file:<path>"; None: none.
+    audit_sink: str | None = None
     # OpenTelemetry traces, configured by the standard OTEL_* variables: on
     # when an OTLP endpoint or a traces exporter is named there.
     tracing: bool = False
@@ -217,6 +219,7 @@ class Settings:
             log_format=_choice(env, "HOSTAUTH_LOG_FORMAT", LOG_FORMATS),
             log_level=_choice(env, "HOSTAUTH_LOG_LEVEL", LOG_LEVELS, upper=True),
             access_log=_switch(env, "HOSTAUTH_ACCESS_LOG", default=False),
+            audit_sink=_audit_sink(env),
             tracing=tracing_configured(env),
             worker_index=int(env.get("HOSTAUTH_WORKER_INDEX", "0") or 0),
         )
@@ -308,6 +311,15 @@ def _optional_address(env: Mapping[str, str], name: str, default: str) -> Addres
     """An address, or None when the setting is set and empty (off)."""
     text = env.get(name, default).strip()
     return Address.parse(text, setting=name) if text else None
+
+
+def _audit_sink(env: Mapping[str, str]) -> str | None:
+    text = env.get("HOSTAUTH_AUDIT_SINK", "").strip()
+    if not text:
+        return None
+    if text == "stdout" or (text.startswith("file:") and len(text) > len("file:")):
+        return text
+    raise ConfigError(f"HOSTAUTH_AUDIT_SINK must be stdout or file:<path>, got {text!r}")
 
 
 def tracing_configured(env: Mapping[str, str]) -> bool:

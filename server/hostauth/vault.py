@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 from uuid import UUID
 
+from hostauth.audit_stream import AuditStream
 from hostauth.core.model import (
     FIELD_REFRESH_TOKEN,
     FIELD_TOKEN,
@@ -43,11 +44,16 @@ def _audit_span(event: AuditEvent) -> contextlib.AbstractContextManager[object]:
 class EncryptedTokens:
     """TokenVault over a TokenStore and a Sealer."""
 
-    __slots__ = ("_sealer", "_store")
+    __slots__ = ("_sealer", "_store", "_stream")
 
-    def __init__(self, store: TokenStore, sealer: Sealer) -> None:
+    def __init__(self, store: TokenStore, sealer: Sealer, stream: AuditStream | None = None) -> None:
         self._store = store
         self._sealer = sealer
+        self._stream = stream  # each audit row, once committed, as a JSON line too
+
+    def _committed(self, event: AuditEvent) -> None:
+        if self._stream is not None:
+            self._stream.emit(event)
 
     async def _seal_one(self, token_id: UUID, field: str, value: str) -> Sealed:
         blob, key_id = await self._sealer.seal_keyed(value.encode(), SecretContext(str(token_id), field))
@@ -63,7 +69,10 @@ class EncryptedTokens:
     async def insert(self, record: TokenRecord, secrets: Secrets, audit: AuditEvent) -> bool:
         sealed = await self._seal(record.id, secrets)
         with _audit_span(audit):
-            return await self._store.insert(NewToken(record, sealed, audit))
+            inserted = await self._store.insert(NewToken(record, sealed, audit))
+        if inserted:
+            self._committed(audit)
+        return inserted
 
     async def replace(self, record: TokenRecord, secrets: Secrets, audit: AuditEvent) -> UUID | None:
         # One pooled connection for the lookup and the write, as one request.
@@ -75,8 +84,10 @@ class EncryptedTokens:
             sealed = await self._seal(existing, secrets)
             audit = dataclasses.replace(audit, token_id=existing)
             with _audit_span(audit):
-                if await db.replace(record._replace(id=existing), sealed, audit):
-                    return existing
+                replaced = await db.replace(record._replace(id=existing), sealed, audit)
+        if replaced:
+            self._committed(audit)
+            return existing
         return None
 
     async def get(self, token_id: UUID) -> TokenRecord | None:
@@ -104,9 +115,12 @@ class EncryptedTokens:
         sealed = TokenChanges(token, refresh, changes.expires_at, changes.scopes)
         async with self._store.session() as db:
             with _audit_span(audit):
-                return await db.update(
+                updated = await db.update(
                     token_id, sealed, runner_id=runner_id, subject_id=subject_id, audit=audit
                 )
+        if updated:
+            self._committed(audit)
+        return updated
 
     async def delete(
         self, token_id: UUID, *, runner_id: UUID | None, subject_id: UUID | None, audit: AuditEvent
@@ -115,6 +129,7 @@ class EncryptedTokens:
             with _audit_span(audit):
                 deleted = await db.delete(token_id, runner_id=runner_id, subject_id=subject_id, audit=audit)
         if deleted:
+            self._committed(audit)
             self._sealer.forget(str(token_id))  # its cached data keys go with it
         return deleted
 
@@ -123,6 +138,7 @@ class EncryptedTokens:
             found = await self._store.read_secrets(read)
         if found is None:
             return None
+        self._committed(read.audit)
         record, sealed = found
         token_id = str(record.id)
         field = FIELD_TOKEN
@@ -142,3 +158,4 @@ class EncryptedTokens:
     async def audit(self, event: AuditEvent) -> None:
         with _audit_span(event):
             await self._store.audit(event)
+        self._committed(event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
@@ -188,22 +189,48 @@ async def test_no_audit_row_holds_a_secret_or_credential(pool: asyncpg.Pool, wir
         assert marker not in dump
 
 
-async def test_audit_cli_lists_with_filters(wire: Wire, database_dsn: str) -> None:
+async def test_audit_cli_lists_newest_first_with_filters(wire: Wire, database_dsn: str) -> None:
     token = await create(wire)
     await get_value(wire, token.id)
     by_token = await run_cli(database_dsn, "audit", "list", "--token-id", token.id)
     assert by_token.returncode == 0, by_token.stderr
     lines = by_token.stdout.strip().splitlines()
     assert len(lines) == 2
-    assert "CreateHostAuthenticationToken" in lines[0]
-    assert " ok " in lines[0]
-    assert "GetHostAuthenticationTokenValue" in lines[1]
+    assert "GetHostAuthenticationTokenValue" in lines[0]  # newest first
+    assert "CreateHostAuthenticationToken" in lines[1]
+    assert " ok " in lines[1]
+    newest = await run_cli(database_dsn, "audit", "list", "--token-id", token.id, "--limit", "1", "--json")
+    (event,) = [json.loads(line) for line in newest.stdout.splitlines()]
+    assert (event["method"], event["token_id"], event["outcome"]) == (
+        "GetHostAuthenticationTokenValue",
+        token.id,
+        "ok",
+    )
+    assert set(event) == {
+        "at",
+        "request_id",
+        "method",
+        "token_id",
+        "outcome",
+        "principal",
+        "subject_id",
+        "credential_id",
+    }
+    before = await run_cli(
+        database_dsn, "audit", "list", "--token-id", token.id, "--until", event["at"], "--json"
+    )
+    assert [json.loads(line)["method"] for line in before.stdout.splitlines()] == [
+        "CreateHostAuthenticationToken"
+    ]
     future = await run_cli(
         database_dsn, "audit", "list", "--token-id", token.id, "--since", "2999-01-01T00:00:00+00:00"
     )
     assert future.stdout.strip() == ""
     nobody = await run_cli(database_dsn, "audit", "list", "--subject", str(uuid4()))
     assert nobody.stdout.strip() == ""
+    bad = await run_cli(database_dsn, "audit", "list", "--limit", "0")
+    assert bad.returncode == 2
+    assert "--limit" in bad.stderr
 
 
 @pytest.mark.parametrize("outcome", ["ok", "not_found"])

@@ -26,6 +26,15 @@ async def create_database(admin_dsn: str) -> str:
     return with_database(admin_dsn, name)
 
 
+async def fetch_rows(dsn: str, query: str) -> list[asyncpg.Record]:
+    """`query`'s rows, on a connection of its own."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(query)
+    finally:
+        await conn.close()
+
+
 async def fetch_value(dsn: str, query: str) -> object:
     """`query`'s one value, on a connection of its own."""
     conn = await asyncpg.connect(dsn)

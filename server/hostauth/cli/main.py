@@ -28,6 +28,7 @@ from typing import Any
 
 import asyncpg
 
+from hostauth.audit_stream import AuditStream
 from hostauth.cli.api_keys import add_api_keys_commands
 from hostauth.cli.audit import add_audit_commands
 from hostauth.cli.commands import command, global_options
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None, *, extras: Extras = NO_EXTRAS, module: s
         configure_logging(settings.log_format, settings.log_level)
         if args.command == "serve" and (exposed := settings.plaintext_exposure()):
             raise ConfigError(exposed)
+        if args.command == "serve" and settings.audit_sink is not None:
+            AuditStream(settings.audit_sink).close()  # a sink that cannot be opened stops the start here
         if args.command == "serve" and settings.tls is not None:
             ServerCertificates(settings.tls)  # unusable files stop the start here, with their reason
             client_identities(settings)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from hostauth.audit_stream import AuditStream
 from hostauth.auth.api_key_cache import CachedApiKeys
 from hostauth.auth.authenticator import Authenticator
 from hostauth.auth.jwt_verifier import JwtVerifier
@@ -79,6 +80,7 @@ class _Core:
     keys: KeyProviders
     migrate: bool
     identities: ClientIdentities | None = None
+    stream: AuditStream | None = None
     pool: asyncpg.Pool | None = None
     heartbeat: asyncio.Task[None] | None = None
     cached_keys: CachedApiKeys | None = None
@@ -109,7 +111,9 @@ class _Core:
         self.cached_keys = CachedApiKeys(api_keys)
         await self.cached_keys.start()
         store = TokenStore(pool, batches_in_flight=self.batches)
-        core = HostAuthService(EncryptedTokens(store, sealer), CursorCodec(await cursor_key(pool)))
+        core = HostAuthService(
+            EncryptedTokens(store, sealer, self.stream), CursorCodec(await cursor_key(pool))
+        )
         return core, Authenticator(self.cached_keys, jwt, self.identities), functools.partial(ping, pool)
 
     async def start_unless_out(self, jwt: JwtVerifier | None, calls: Calls) -> bool:
@@ -155,7 +159,10 @@ async def run_server(
     the stop had to end calls)."""
     keys = load_keys(settings)
     jwt = JwtVerifier(settings.jwt) if settings.jwt else None
-    parts = _Core(settings, dsn, keys, migrate=not worker, identities=client_identities(settings))
+    stream = AuditStream(settings.audit_sink) if settings.audit_sink else None
+    parts = _Core(
+        settings, dsn, keys, migrate=not worker, identities=client_identities(settings), stream=stream
+    )
     if settings.tracing:
         start_tracing(build()[0])
     metrics_on = settings.metrics_addr is not None
@@ -219,4 +226,6 @@ async def run_server(
         calls.telemetry.flush()  # the last second's calls
         await parts.close()
         stop_tracing()
+        if stream is not None:
+            stream.close()
     return EXIT_ENDED_CALLS if calls.ended else 0

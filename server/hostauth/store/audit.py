@@ -68,14 +68,17 @@ async def list_audit(
     token_id: UUID | None = None,
     subject_id: UUID | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
     limit: int = 1000,
 ) -> list[AuditRow]:
+    """Newest first: the events at or after `since` and before `until`."""
     where: list[str] = []
     params: list[object] = []
     for column, op, value in (
         ("token_id", "=", token_id),
         ("subject_id", "=", subject_id),
         ("at", ">=", since),
+        ("at", "<", until),
     ):
         if value is not None:
             params.append(value)
@@ -83,7 +86,8 @@ async def list_audit(
     params.append(limit)
     sql = (
         "SELECT at, request_id, method, token_id, principal, subject_id, credential_id, outcome "  # noqa: S608
-        f"FROM audit_events WHERE {' AND '.join(where) or 'TRUE'} ORDER BY at, id LIMIT ${len(params)}"
+        f"FROM audit_events WHERE {' AND '.join(where) or 'TRUE'}"
+        f" ORDER BY at DESC, id DESC LIMIT ${len(params)}"
     )
     async with pooled(pool) as conn:
         rows = await conn.fetch(sql, *params)

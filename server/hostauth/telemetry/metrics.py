@@ -44,6 +44,10 @@ audit_write_failures = Counter(
     "hostauth_audit_write_failures_total",
     "Audit rows that could not be written (for a secret read: no secret was returned).",
 )
+audit_stream_failures = Counter(
+    "hostauth_audit_stream_failures_total",
+    "Audit events whose line could not be written to HOSTAUTH_AUDIT_SINK (their rows are in the database).",
+)
 batch_size = Histogram(
     "hostauth_db_batch_size",
     "Calls answered by one shared statement, by statement.",
