@@ -39,6 +39,7 @@ class JwtSettings:
     audience: str
     jwks_file: Path | None = None
     pem_files: tuple[Path, ...] = ()
+    jwks_url: str | None = None
     algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
     leeway_s: int = 30
     principal_claim: str = "principal"
@@ -47,8 +48,12 @@ class JwtSettings:
         unsafe = set(self.algorithms) - ASYMMETRIC
         if unsafe:
             raise ValueError(f"JWT algorithms must be asymmetric; not allowed: {sorted(unsafe)}")
-        if self.jwks_file is None and not self.pem_files:
-            raise ValueError("JWT verification needs a JWKS file or PEM public keys")
+        if self.jwks_file is None and not self.pem_files and not self.jwks_url:
+            raise ValueError("JWT verification needs a JWKS file, a JWKS URL or PEM public keys")
+        if self.jwks_url is not None and not self.jwks_url.startswith(("https://", "http://")):
+            raise ValueError(
+                f"HOSTAUTH_JWT_JWKS_URL must be an https:// (or http://) URL, got {self.jwks_url!r}"
+            )
 
 
 CLIENT_CERT_MODES = ("off", "optional", "require")
@@ -361,6 +366,7 @@ def _jwt_settings(env: Mapping[str, str]) -> JwtSettings | None:
         "HOSTAUTH_JWT_ISSUER",
         "HOSTAUTH_JWT_AUDIENCE",
         "HOSTAUTH_JWT_JWKS_FILE",
+        "HOSTAUTH_JWT_JWKS_URL",
         "HOSTAUTH_JWT_PEM_FILES",
     )
     if not any(env.get(n) for n in names):
@@ -377,6 +383,7 @@ def _jwt_settings(env: Mapping[str, str]) -> JwtSettings | None:
             audience=audience,
             jwks_file=Path(env["HOSTAUTH_JWT_JWKS_FILE"]) if env.get("HOSTAUTH_JWT_JWKS_FILE") else None,
             pem_files=tuple(Path(p) for p in env.get("HOSTAUTH_JWT_PEM_FILES", "").split(",") if p),
+            jwks_url=env.get("HOSTAUTH_JWT_JWKS_URL") or None,
             algorithms=tuple(
                 a.strip() for a in env.get("HOSTAUTH_JWT_ALGORITHMS", "RS256,ES256,EdDSA").split(",")
             ),

@@ -95,4 +95,4 @@ class Authenticator:
             return caller
         if self._jwt is None:
             raise Unauthenticated("credential is not an API key, and JWTs are not configured")
-        return self._jwt.verify(credential)
+        return await self._jwt.verify_async(credential)

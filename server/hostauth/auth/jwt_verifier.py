@@ -2,7 +2,9 @@
 
 Keys come from a JWKS file and/or PEM public key files, re-read whenever a
 file changes on disk (checked on each verification: one stat per file), so a
-rotated key set needs no restart. Only asymmetric algorithms are accepted,
+rotated key set needs no restart; and/or from a JWKS URL, fetched at start,
+every JWKS_REFRESH_S, and at once for a token naming a key id not yet
+known (at most every JWKS_REFETCH_S). Only asymmetric algorithms are accepted,
 and symmetric ("oct") keys in a JWKS are ignored: no `none`, and no HMAC
 keyed with a public key. A token is checked only against keys that fit its
 algorithm: by type and curve, and by the JWK's own `alg` when it has one.
@@ -10,10 +12,12 @@ algorithm: by type and curve, and by the JWK's own `alg` when it has one.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,11 +73,88 @@ class _Key:
         return alg == "EdDSA" and isinstance(self.key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
 
 
+def _keys_of_jwks(doc: Any) -> tuple[dict[str, _Key], list[_Key]]:
+    """A JWKS document's verification keys: by kid, and all of them."""
+    by_kid: dict[str, _Key] = {}
+    every: list[_Key] = []
+    for jwk in doc.get("keys", []) if isinstance(doc, dict) else []:
+        if jwk.get("kty") == "oct":
+            continue  # symmetric: never a verification key here
+        alg = jwk.get("alg")
+        key = _Key(jwt.PyJWK.from_dict(jwk).key, alg if isinstance(alg, str) else None)
+        every.append(key)
+        if "kid" in jwk:
+            by_kid[jwk["kid"]] = key
+    return by_kid, every
+
+
+# A JWKS URL's key set is fetched again after this long, or at once (at most
+# this often) for a token naming a key id it lacks; each fetch within the
+# timeout, and at most so many keys kept.
+JWKS_REFRESH_S = 300.0
+JWKS_REFETCH_S = 30.0
+JWKS_TIMEOUT_S = 5.0
+JWKS_MAX_KEYS = 64
+
+
+class _RemoteKeys:
+    """The keys of a JWKS URL, fetched by PyJWT's PyJWKClient (no redirects
+    followed, a timeout) off the event loop, one fetch at a time."""
+
+    def __init__(self, url: str) -> None:
+        self._client = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=JWKS_TIMEOUT_S)
+        self.url = url
+        self.by_kid: dict[str, _Key] = {}
+        self.every: list[_Key] = []
+        self._tried_at = -JWKS_REFETCH_S
+        self._fetched_at = -JWKS_REFRESH_S
+        self._unknown_at = -JWKS_REFETCH_S  # the last fetch a token's unknown key id asked for
+        self._fetching: asyncio.Task[None] | None = None
+
+    def fetch(self) -> None:
+        """Blocking: the key set now (the keys in use stay on a failure)."""
+        self._tried_at = time.monotonic()
+        try:
+            by_kid, every = _keys_of_jwks(self._client.fetch_data())
+        except (jwt.PyJWKClientError, jwt.PyJWKError, ValueError, TypeError) as exc:
+            log.error(
+                "JWT keys not fetched from %s: %s; keeping the %d in use", self.url, exc, len(self.every)
+            )
+            return
+        self.by_kid, self.every = dict(list(by_kid.items())[:JWKS_MAX_KEYS]), every[:JWKS_MAX_KEYS]
+        self._fetched_at = time.monotonic()
+        log.info("fetched %d JWT verification key(s) from %s", len(self.every), self.url)
+
+    def due(self, unknown_kid: bool) -> bool:
+        """Whether to fetch before verifying: the set is old (and the last
+        attempt not a moment ago), or a token names a key id it lacks and
+        none did within JWKS_REFETCH_S (garbage key ids cost one fetch each
+        interval, not one each)."""
+        now = time.monotonic()
+        if now - self._fetched_at >= JWKS_REFRESH_S and now - self._tried_at >= JWKS_REFETCH_S / 10:
+            return True
+        if unknown_kid and now - self._unknown_at >= JWKS_REFETCH_S:
+            self._unknown_at = now
+            return True
+        return False
+
+    @property
+    def in_flight(self) -> bool:
+        return self._fetching is not None and not self._fetching.done()
+
+    async def refresh(self) -> None:
+        """Fetch in a thread; callers arriving meanwhile wait for the same fetch."""
+        if self._fetching is None or self._fetching.done():
+            self._fetching = asyncio.create_task(asyncio.to_thread(self.fetch))
+        await asyncio.shield(self._fetching)
+
+
 class _KeySet:
     """The verification keys, reloaded when their files change."""
 
-    def __init__(self, settings: JwtSettings) -> None:
+    def __init__(self, settings: JwtSettings, remote: _RemoteKeys | None = None) -> None:
         self._settings = settings
+        self._remote = remote
         self._stamp: tuple[tuple[int, ...], ...] | None = None
         self._by_kid: dict[str, _Key] = {}
         self._all: list[_Key] = []
@@ -98,39 +179,54 @@ class _KeySet:
         by_kid: dict[str, _Key] = {}
         every: list[_Key] = []
         if self._settings.jwks_file is not None:
-            doc = json.loads(self._settings.jwks_file.read_text())
-            for jwk in doc.get("keys", []):
-                if jwk.get("kty") == "oct":
-                    continue  # symmetric: never a verification key here
-                alg = jwk.get("alg")
-                key = _Key(jwt.PyJWK.from_dict(jwk).key, alg if isinstance(alg, str) else None)
-                every.append(key)
-                if "kid" in jwk:
-                    by_kid[jwk["kid"]] = key
+            by_kid, every = _keys_of_jwks(json.loads(self._settings.jwks_file.read_text()))
         for pem in self._settings.pem_files:
             every.append(_Key(load_pem_public_key(pem.read_bytes()), None))
         self._by_kid, self._all, self._stamp = by_kid, every, stamp
         log.info("loaded %d JWT verification key(s)", len(every))
 
+    def knows(self, kid: str) -> bool:
+        return kid in self._by_kid or (self._remote is not None and kid in self._remote.by_kid)
+
     def candidates(self, kid: str | None, alg: str) -> list[Any]:
         """The keys a token with this kid and alg may be checked against."""
-        if kid is not None and kid in self._by_kid:
-            named = self._by_kid[kid]
+        by_kid, every = self._by_kid, self._all
+        if self._remote is not None:
+            by_kid, every = {**self._remote.by_kid, **by_kid}, [*every, *self._remote.every]
+        if kid is not None and kid in by_kid:
+            named = by_kid[kid]
             if not named.fits(alg):
                 raise Unauthenticated("credential algorithm does not fit its key")
             return [named.key]
-        if kid is not None and self._by_kid and not self._settings.pem_files:
+        if kid is not None and by_kid and not self._settings.pem_files:
             return []
-        return [k.key for k in self._all if k.fits(alg)]
+        return [k.key for k in every if k.fits(alg)]
 
 
 class JwtVerifier:
-    __slots__ = ("_keys", "_settings")
+    __slots__ = ("_keys", "_remote", "_settings")
 
     def __init__(self, settings: JwtSettings) -> None:
         self._settings = settings
-        self._keys = _KeySet(settings)
+        self._remote = _RemoteKeys(settings.jwks_url) if settings.jwks_url else None
+        self._keys = _KeySet(settings, self._remote)
         self._keys.refresh()
+        if self._remote is not None:
+            self._remote.fetch()  # at start; a failure is retried when a token needs the keys
+
+    async def verify_async(self, token: str) -> Caller:
+        """verify(), fetching a JWKS URL's keys first when they are due or the
+        token names a key id they lack."""
+        remote = self._remote
+        if remote is not None:
+            try:
+                kid = jwt.get_unverified_header(token).get("kid")
+            except jwt.PyJWTError:
+                kid = None
+            unknown = isinstance(kid, str) and not self._keys.knows(kid)
+            if (unknown and remote.in_flight) or remote.due(unknown):  # one fetch serves them all
+                await remote.refresh()
+        return self.verify(token)
 
     def verify(self, token: str) -> Caller:
         try:
