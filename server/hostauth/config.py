@@ -173,6 +173,8 @@ class Settings:
     access_log: bool = False
     # Every audit event also as a JSON line: "stdout" or "file:<path>"; None: none.
     audit_sink: str | None = None
+    # `audit prune` keeps at least this many days of the audit trail.
+    audit_retention_days: int = 30
     # OpenTelemetry traces, configured by the standard OTEL_* variables: on
     # when an OTLP endpoint or a traces exporter is named there.
     tracing: bool = False
@@ -225,6 +227,7 @@ class Settings:
             log_level=_choice(env, "HOSTAUTH_LOG_LEVEL", LOG_LEVELS, upper=True),
             access_log=_switch(env, "HOSTAUTH_ACCESS_LOG", default=False),
             audit_sink=_audit_sink(env),
+            audit_retention_days=_count(env, "HOSTAUTH_AUDIT_RETENTION_DAYS", 30),
             tracing=tracing_configured(env),
             worker_index=int(env.get("HOSTAUTH_WORKER_INDEX", "0") or 0),
         )

@@ -7,11 +7,15 @@ import json
 from datetime import UTC, datetime
 from uuid import UUID
 
+import asyncpg
+
 from hostauth.audit_stream import event_record
 from hostauth.cli.api_keys import principal_name
 from hostauth.cli.commands import Subcommands, command
+from hostauth.config import Settings
 from hostauth.runtime.database import admin_pool
 from hostauth.store import list_audit
+from hostauth.store.audit_partitions import prune
 
 
 def _when(text: str) -> datetime:
@@ -54,6 +58,19 @@ async def audit_list(args: argparse.Namespace, dsn: str) -> None:
         )
 
 
+async def audit_prune(args: argparse.Namespace, dsn: str) -> None:
+    settings: Settings = args.settings
+    conn = await asyncpg.connect(dsn, timeout=settings.db_timeout_s)
+    try:
+        pruned = await prune(conn, args.before, settings.audit_retention_days)
+    finally:
+        await conn.close()
+    if not pruned.dropped:
+        print(f"no partition lies wholly before {args.before.isoformat()}")
+        return
+    print(f"dropped {len(pruned.dropped)} partition(s), {pruned.rows} row(s): {', '.join(pruned.dropped)}")
+
+
 def add_audit_commands(commands: Subcommands) -> None:
     audit = commands.add_parser("audit", help="the audit trail").add_subparsers(dest="action", required=True)
     audit_list_cmd = command(audit, "list", "list audit events, newest first")
@@ -66,3 +83,8 @@ def add_audit_commands(commands: Subcommands) -> None:
     )
     audit_list_cmd.add_argument("--json", action="store_true", help="one JSON object a line")
     audit_list_cmd.set_defaults(run=audit_list)
+    prune_cmd = command(
+        audit, "prune", "drop the audit trail's partitions wholly before a time, outside the retention floor"
+    )
+    prune_cmd.add_argument("--before", type=_when, required=True, help="ISO 8601 time")
+    prune_cmd.set_defaults(run=audit_prune)

@@ -34,6 +34,7 @@ from hostauth.crypto.keyring import KeyProviders
 from hostauth.keys.loading import load_keys
 from hostauth.keys.registry import Heartbeat, register_and_check
 from hostauth.retry import backoff_s
+from hostauth.runtime.audit_upkeep import keep_audit_partitions
 from hostauth.runtime.cpus import cpu_budget
 from hostauth.runtime.database import admin_pool
 from hostauth.runtime.dev import ensure_dev_api_key
@@ -171,6 +172,7 @@ async def run_server(
     )
     starting: asyncio.Task[None] | None = None
     sampling: asyncio.Task[None] | None = None
+    upkeep: asyncio.Task[None] | None = None
     try:
         if not worker:  # the whole service starting: a database not there stops it
             calls.start(*await parts.build(jwt, dev_key=settings.dev))
@@ -183,6 +185,8 @@ async def run_server(
         async with serve(calls, settings, reuse_port=worker, extras=extras) as running:
             if not calls.ready:
                 starting = asyncio.create_task(parts.start_when_reachable(jwt, calls))
+            if settings.worker_index == 0:
+                upkeep = asyncio.create_task(keep_audit_partitions(dsn, settings.db_timeout_s))
             if metrics_on:
                 readiness = running.readiness
                 sampling = asyncio.create_task(
@@ -221,8 +225,9 @@ async def run_server(
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
-        if sampling is not None:
-            await stop_sampling(sampling)
+        for task in (sampling, upkeep):
+            if task is not None:
+                await stop_sampling(task)
         calls.telemetry.flush()  # the last second's calls
         await parts.close()
         stop_tracing()

@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from hostauth.core.model import AuditEvent
+from hostauth.store.audit_partitions import UNPARTITIONED, unpartitioned_pending
 from hostauth.store.pooled import pooled
 
 if TYPE_CHECKING:
@@ -84,12 +85,15 @@ async def list_audit(
             params.append(value)
             where.append(f"{column} {op} ${len(params)}")
     params.append(limit)
-    sql = (
-        "SELECT at, request_id, method, token_id, principal, subject_id, credential_id, outcome "  # noqa: S608
-        f"FROM audit_events WHERE {' AND '.join(where) or 'TRUE'}"
-        f" ORDER BY at DESC, id DESC LIMIT ${len(params)}"
-    )
+    columns = "at, id, request_id, method, token_id, principal, subject_id, credential_id, outcome"
+    condition = " AND ".join(where) or "TRUE"
     async with pooled(pool) as conn:
+        # Until the rows from before partitioning are attached, they are read where they are.
+        tables = ["audit_events"]
+        if await unpartitioned_pending(conn):
+            tables.append(UNPARTITIONED)
+        union = " UNION ALL ".join(f"SELECT {columns} FROM {t} WHERE {condition}" for t in tables)
+        sql = f"SELECT * FROM ({union}) e ORDER BY at DESC, id DESC LIMIT ${len(params)}"
         rows = await conn.fetch(sql, *params)
     return [
         AuditRow(

@@ -46,8 +46,9 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-async def migrate(conn: Connection) -> list[int]:
-    """Apply pending migrations; return the versions applied by this call."""
+async def migrate(conn: Connection, *, upto: int | None = None) -> list[int]:
+    """Apply pending migrations (those numbered up to `upto`, when given: a
+    database as an earlier release left it); the versions applied by this call."""
     applied_now: list[int] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
@@ -59,7 +60,7 @@ async def migrate(conn: Connection) -> list[int]:
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         for migration in load_migrations():
-            if migration.version in done:
+            if migration.version in done or (upto is not None and migration.version > upto):
                 continue
             await conn.execute(migration.sql)
             await conn.execute(
