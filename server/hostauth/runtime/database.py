@@ -13,6 +13,7 @@ import asyncpg
 from hostauth.config import Settings
 from hostauth.runtime.embedded_pg import PORT, EmbeddedPostgres
 from hostauth.store import connect_pool
+from hostauth.store.database import connect_once
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ async def check_connection_budget(settings: Settings, dsn: str, workers: int) ->
                 " lower the pool size or the workers, or raise the budget"
             )
         return
-    conn = await asyncpg.connect(dsn, timeout=settings.db_timeout_s)
+    conn = await connect_once(dsn, settings.db_timeout_s)
     try:
         row = await conn.fetchrow(
             """SELECT current_setting('max_connections')::int AS max,

@@ -72,6 +72,14 @@ async def connect_pool(
 T = TypeVar("T")
 
 
+async def connect_once(dsn: str, timeout_s: float) -> asyncpg.Connection:
+    """One connection, with no statement timeout; DatabaseUnreachable names
+    the database when it cannot be made (refused, or its certificate not
+    trusted)."""
+    conn: asyncpg.Connection = await _connect(asyncpg.connect(dsn, timeout=timeout_s), dsn)
+    return conn
+
+
 async def _connect(connecting: Awaitable[T], dsn: str) -> T:
     try:
         return await connecting
