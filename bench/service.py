@@ -180,6 +180,18 @@ def paired_cost(
     return lines
 
 
+def tls_cost(fixture: Fixture, keyring: str, workers: int, folder: Path, seconds: float, rounds: int) -> None:
+    """TLS on both ports against plaintext, two services started together."""
+    tls_files = server_cert(make_ca("bench CA")).write(folder, "bench-server")
+    with (
+        service(fixture, keyring, workers, folder, name="plaintext") as plain,
+        service(fixture, keyring, workers, folder, name="tls", tls=tls_files) as secure,
+    ):
+        print(f"\nTLS (c=16, {rounds} rounds alternating with plaintext), TLS over plaintext:")
+        for line in paired_cost(plain, secure, ("plaintext", "TLS"), fixture, seconds, rounds):
+            print(line, flush=True)
+
+
 def telemetry_cost(
     fixture: Fixture, keyring: str, workers: int, folder: Path, seconds: float, rounds: int
 ) -> None:
@@ -249,7 +261,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
-        "--telemetry-only", action="store_true", help="only metrics and traces against neither"
+        "--only",
+        choices=("tls", "telemetry"),
+        help="only TLS against plaintext, or only metrics and traces against neither",
     )
     args = parser.parse_args()
     seconds, rounds = (0.5, 1) if args.smoke else (args.seconds, args.rounds)
@@ -274,7 +288,10 @@ def main() -> None:
         with service(fixture, keyring, args.workers, folder) as svc:
             meter = CpuMeter(svc.pids, postmaster)
             seed(svc, fixture)
-            if args.telemetry_only:
+            if args.only == "tls":
+                tls_cost(fixture, keyring, args.workers, folder, seconds, paired_rounds)
+                return
+            if args.only == "telemetry":
                 telemetry_cost(fixture, keyring, args.workers, folder, seconds, paired_rounds)
                 return
             for clients in concurrencies:
@@ -289,13 +306,7 @@ def main() -> None:
             )
             for line in open_loop(svc, fixture, rows, seconds, rounds):
                 print(line, flush=True)
-            tls_files = server_cert(make_ca("bench CA")).write(folder, "bench-server")
-            with service(fixture, keyring, args.workers, folder, name="tls", tls=tls_files) as secure:
-                print(
-                    f"\nTLS (c=16, {max(rounds, 3)} rounds alternating with plaintext), TLS over plaintext:"
-                )
-                for line in paired_cost(svc, secure, ("plaintext", "TLS"), fixture, seconds, max(rounds, 3)):
-                    print(line, flush=True)
+            tls_cost(fixture, keyring, args.workers, folder, seconds, paired_rounds)
             telemetry_cost(fixture, keyring, args.workers, folder, seconds, paired_rounds)
             if args.workers > 1:
                 with service(fixture, keyring, 1, folder) as one:
