@@ -17,15 +17,14 @@ import pytest
 from gitpod.v1 import identity_pb2
 from hostauth.auth.caller import Call, Caller
 from hostauth.auth.jwt_verifier import JwtSettings, JwtVerifier
-from hostauth.core.cursor import CursorCodec
 from hostauth.core.policy import READ_SECRETS
 from hostauth.core.service import HostAuthService
 from hostauth.crypto import KeyProviders, LocalKeyring, Sealer
+from hostauth.runtime.assembly import postgres_core
 from hostauth.runtime.embedded_pg import EmbeddedPostgres
 from hostauth.runtime.serve import Running
-from hostauth.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key
+from hostauth.store import ApiKeyStore, close_pool, connect_pool
 from hostauth.telemetry.logs import CallContext, json_formatter
-from hostauth.vault import EncryptedTokens
 from tests.support.db import create_database
 from tests.support.jwts import AUDIENCE, ISSUER, Issuer
 from tests.support.sensitive import leaks
@@ -122,7 +121,7 @@ def sealer(keyring: LocalKeyring) -> Sealer:
 
 @pytest.fixture(scope="session")
 async def core(pool: asyncpg.Pool, sealer: Sealer) -> HostAuthService:
-    return HostAuthService(EncryptedTokens(TokenStore(pool), sealer), CursorCodec(await cursor_key(pool)))
+    return await postgres_core(pool, sealer)
 
 
 @pytest.fixture(scope="session")

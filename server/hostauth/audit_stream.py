@@ -37,6 +37,7 @@ def event_record(event: AuditEvent, at: datetime) -> dict[str, object]:
         "request_id": event.request_id,
         "method": event.method,
         "token_id": str(event.token_id) if event.token_id else None,
+        "integration_id": str(event.integration_id) if event.integration_id else None,
         "outcome": event.outcome,
         "principal": Principal.Name(event.principal),
         "subject_id": str(event.subject_id),

@@ -171,6 +171,10 @@ class Settings:
     log_level: str = "INFO"
     # One log line per call (hostauth.access).
     access_log: bool = False
+    # RunnerConfigurationService/GetHostAuthenticationTokenValue (secrets in
+    # clear, for service accounts with secrets:read); off: secrets leave only
+    # sealed to a runner's key.
+    plaintext_reads: bool = True
     # Every audit event also as a JSON line: "stdout" or "file:<path>"; None: none.
     audit_sink: str | None = None
     # `audit prune` keeps at least this many days of the audit trail.
@@ -226,6 +230,7 @@ class Settings:
             log_format=_choice(env, "HOSTAUTH_LOG_FORMAT", LOG_FORMATS),
             log_level=_choice(env, "HOSTAUTH_LOG_LEVEL", LOG_LEVELS, upper=True),
             access_log=_switch(env, "HOSTAUTH_ACCESS_LOG", default=False),
+            plaintext_reads=_switch(env, "HOSTAUTH_PLAINTEXT_READS", default=True),
             audit_sink=_audit_sink(env),
             audit_retention_days=_count(env, "HOSTAUTH_AUDIT_RETENTION_DAYS", 30),
             tracing=tracing_configured(env),

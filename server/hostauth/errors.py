@@ -21,6 +21,7 @@ class ErrorCode(enum.Enum):
     PERMISSION_DENIED = "permission_denied"
     UNAUTHENTICATED = "unauthenticated"
     RESOURCE_EXHAUSTED = "resource_exhausted"
+    FAILED_PRECONDITION = "failed_precondition"
     ABORTED = "aborted"
     UNIMPLEMENTED = "unimplemented"
     UNAVAILABLE = "unavailable"
@@ -64,12 +65,20 @@ class NotFound(ServiceError):
     code = ErrorCode.NOT_FOUND
 
 
+class AlreadyExists(ServiceError):
+    code = ErrorCode.ALREADY_EXISTS
+
+
 class Unauthenticated(ServiceError):
     code = ErrorCode.UNAUTHENTICATED
 
 
 class PermissionDenied(ServiceError):
     code = ErrorCode.PERMISSION_DENIED
+
+
+class FailedPrecondition(ServiceError):
+    code = ErrorCode.FAILED_PRECONDITION
 
 
 class Aborted(ServiceError):

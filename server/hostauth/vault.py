@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator
 from uuid import UUID
+
+import asyncpg
 
 from hostauth.audit_stream import AuditStream
 from hostauth.core.model import (
@@ -29,16 +32,29 @@ from hostauth.core.model import (
     UnreadableSecret,
 )
 from hostauth.crypto import DecryptionError, Sealer, SecretContext
+from hostauth.errors import FieldViolation, InvalidArgument
 from hostauth.store import Ciphertext, NewToken, Sealed, SealedSecrets, TokenStore
 from hostauth.telemetry import tracing
 
 
-def _audit_span(event: AuditEvent) -> contextlib.AbstractContextManager[object]:
+def audit_span(event: AuditEvent) -> contextlib.AbstractContextManager[object]:
     """A span for a statement that writes an audit row (with the write or the
     read it records, or alone)."""
     return tracing.span(
         "audit.write", {"hostauth.audit.method": event.method, "hostauth.audit.outcome": event.outcome}
     )
+
+
+@contextlib.contextmanager
+def _integration_gone() -> Iterator[None]:
+    """The token's integration was deleted after the core checked it."""
+    try:
+        yield
+    except asyncpg.ForeignKeyViolationError:
+        raise InvalidArgument([FieldViolation("integration_id", INTEGRATION_GONE)]) from None
+
+
+INTEGRATION_GONE = "value must name an SCM integration of runner_id for host"
 
 
 class EncryptedTokens:
@@ -68,7 +84,7 @@ class EncryptedTokens:
 
     async def insert(self, record: TokenRecord, secrets: Secrets, audit: AuditEvent) -> bool:
         sealed = await self._seal(record.id, secrets)
-        with _audit_span(audit):
+        with audit_span(audit), _integration_gone():
             inserted = await self._store.insert(NewToken(record, sealed, audit))
         if inserted:
             self._committed(audit)
@@ -83,7 +99,7 @@ class EncryptedTokens:
             # The ciphertexts are bound to the id: sealed anew under the existing one.
             sealed = await self._seal(existing, secrets)
             audit = dataclasses.replace(audit, token_id=existing)
-            with _audit_span(audit):
+            with audit_span(audit), _integration_gone():
                 replaced = await db.replace(record._replace(id=existing), sealed, audit)
         if replaced:
             self._committed(audit)
@@ -92,6 +108,10 @@ class EncryptedTokens:
 
     async def get(self, token_id: UUID) -> TokenRecord | None:
         return await self._store.get(token_id)
+
+    async def find(self, runner_id: UUID, subject_id: UUID, host: str) -> UUID | None:
+        async with self._store.session() as db:
+            return await db.find_id(runner_id, subject_id, host)
 
     async def list(self, query: ListQuery) -> list[tuple[TokenRecord, Position]]:
         async with self._store.session() as db:
@@ -114,7 +134,7 @@ class EncryptedTokens:
             refresh = await self._seal_one(token_id, FIELD_REFRESH_TOKEN, changes.refresh_token)
         sealed = TokenChanges(token, refresh, changes.expires_at, changes.scopes)
         async with self._store.session() as db:
-            with _audit_span(audit):
+            with audit_span(audit):
                 updated = await db.update(
                     token_id, sealed, runner_id=runner_id, subject_id=subject_id, audit=audit
                 )
@@ -126,7 +146,7 @@ class EncryptedTokens:
         self, token_id: UUID, *, runner_id: UUID | None, subject_id: UUID | None, audit: AuditEvent
     ) -> bool:
         async with self._store.session() as db:
-            with _audit_span(audit):
+            with audit_span(audit):
                 deleted = await db.delete(token_id, runner_id=runner_id, subject_id=subject_id, audit=audit)
         if deleted:
             self._committed(audit)
@@ -134,7 +154,7 @@ class EncryptedTokens:
         return deleted
 
     async def read_secrets(self, read: SecretRead) -> tuple[TokenRecord, Secrets] | None:
-        with _audit_span(read.audit):
+        with audit_span(read.audit):
             found = await self._store.read_secrets(read)
         if found is None:
             return None
@@ -156,6 +176,6 @@ class EncryptedTokens:
         return record, Secrets(token, refresh)
 
     async def audit(self, event: AuditEvent) -> None:
-        with _audit_span(event):
+        with audit_span(event):
             await self._store.audit(event)
         self._committed(event)

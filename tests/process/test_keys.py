@@ -23,15 +23,14 @@ import pytest
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.auth.caller import Call
-from hostauth.core.cursor import CursorCodec
 from hostauth.core.service import HostAuthService
 from hostauth.crypto import KeyProviders, LocalKeyring, Sealer
 from hostauth.crypto.keyring import generate_keyring_json
 from hostauth.keys.registry import FORGET_AFTER, Heartbeat, register_and_check
 from hostauth.keys.rotation import rewrap, rotate
-from hostauth.store import ApiKeyStore, TokenStore, connect_pool, cursor_key
+from hostauth.runtime.assembly import postgres_core
+from hostauth.store import ApiKeyStore, connect_pool
 from hostauth.store.encryption_keys import KeyStore, ReplicaRow, RewrapRow
-from hostauth.vault import EncryptedTokens
 from tests.support.cli import run_cli
 from tests.support.db import create_database
 from tests.support.lifecycle import create, get_value, update
@@ -73,7 +72,7 @@ async def key_env(admin_dsn: str, admin_call: Call) -> AsyncIterator[KeyEnv]:
     keys = KeyProviders.local(LocalKeyring.from_json(both, source="test"))
     store = KeyStore(pool)
     sealer = Sealer(keys, await register_and_check(keys, store))
-    core = HostAuthService(EncryptedTokens(TokenStore(pool), sealer), CursorCodec(await cursor_key(pool)))
+    core = await postgres_core(pool, sealer)
     yield KeyEnv(dsn, both, pool, sealer, core, store)
     await pool.close()
 

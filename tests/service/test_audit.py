@@ -211,11 +211,13 @@ async def test_audit_cli_lists_newest_first_with_filters(wire: Wire, database_ds
         "request_id",
         "method",
         "token_id",
+        "integration_id",
         "outcome",
         "principal",
         "subject_id",
         "credential_id",
     }
+    assert event["integration_id"] is None  # a token method
     before = await run_cli(
         database_dsn, "audit", "list", "--token-id", token.id, "--until", event["at"], "--json"
     )

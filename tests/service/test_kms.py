@@ -13,16 +13,14 @@ from prometheus_client import REGISTRY
 
 from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.auth.caller import Call
-from hostauth.core.cursor import CursorCodec
-from hostauth.core.service import HostAuthService
 from hostauth.crypto import DecryptionError, KeyProviders, LocalKeyring, Sealer, SecretContext, key_id_of
 from hostauth.crypto.keyring import generate_keyring_json
 from hostauth.crypto.kms import KmsKeyProvider
 from hostauth.keys.registry import Heartbeat, register_and_check
 from hostauth.keys.rotation import retire, rewrap, rotate
-from hostauth.store import TokenStore, connect_pool, cursor_key
+from hostauth.runtime.assembly import postgres_core
+from hostauth.store import connect_pool
 from hostauth.store.encryption_keys import KeyStore
-from hostauth.vault import EncryptedTokens
 from tests.support.db import create_database
 from tests.support.processes import free_port
 from tests.support.requests import create_request
@@ -159,7 +157,7 @@ async def test_rotate_from_a_local_key_to_kms_and_rewrap(
     try:
         store = KeyStore(pool)
         sealer = Sealer(keys, await register_and_check(keys, store))
-        core = HostAuthService(EncryptedTokens(TokenStore(pool), sealer), CursorCodec(await cursor_key(pool)))
+        core = await postgres_core(pool, sealer)
         req = create_request()
         token_id = (await core.create_host_authentication_token(req, admin_call)).token.id
         await rotate(keys, store, provider.key_id, 1.0)

@@ -49,13 +49,22 @@ def test_the_table_is_what_the_issue_says() -> None:
     user, runner, sa = (
         POLICY[p] for p in (P.PRINCIPAL_USER, P.PRINCIPAL_RUNNER, P.PRINCIPAL_SERVICE_ACCOUNT)
     )
+    tokens = {Action.CREATE, Action.GET, Action.LIST, Action.UPDATE, Action.DELETE}
+    read_integrations = {Action.GET_INTEGRATION, Action.LIST_INTEGRATIONS}
+    integrations = read_integrations | {
+        Action.CREATE_INTEGRATION,
+        Action.UPDATE_INTEGRATION,
+        Action.DELETE_INTEGRATION,
+    }
     assert user.visibility is Visibility.OWN_SUBJECT
-    assert user.actions == {Action.CREATE, Action.GET, Action.LIST, Action.UPDATE, Action.DELETE}
+    assert user.actions == tokens | read_integrations
     assert runner.visibility is Visibility.OWN_RUNNER
-    assert runner.actions == set(Action)
+    # A runner reads secrets sealed only, and signs up for itself.
+    assert runner.actions == tokens | integrations | {Action.SEALED_READ, Action.SIGNUP}
+    assert not runner.grants
     assert sa.visibility is Visibility.EVERYTHING
-    assert sa.actions == set(Action)
-    assert dict(sa.grants) == {Action.GET_VALUE: READ_SECRETS}
+    assert sa.actions == tokens | integrations | {Action.GET_VALUE, Action.SEALED_READ}
+    assert dict(sa.grants) == {Action.GET_VALUE: READ_SECRETS, Action.SEALED_READ: READ_SECRETS}
     assert set(POLICY) == {P.PRINCIPAL_USER, P.PRINCIPAL_RUNNER, P.PRINCIPAL_SERVICE_ACCOUNT}
 
 

@@ -11,11 +11,14 @@ from uuid import UUID
 
 from hostauth.core.model import (
     AuditEvent,
+    IntegrationChanges,
+    IntegrationRecord,
     Keep,
     ListQuery,
     Position,
     SecretRead,
     Secrets,
+    StoredIntegration,
     TokenChanges,
     TokenRecord,
 )
@@ -70,6 +73,13 @@ class MemoryVault:
         row = self.rows.get(token_id)
         return None if row is None else row.record
 
+    async def find(self, runner_id: UUID, subject_id: UUID, host: str) -> UUID | None:
+        for token_id, row in self.rows.items():
+            r = row.record
+            if (r.runner_id, r.subject_id, r.host) == (runner_id, subject_id, host):
+                return token_id
+        return None
+
     async def list(self, query: ListQuery) -> list[tuple[TokenRecord, Position]]:
         rows = sorted(self.rows.values(), key=lambda row: row.created)
         found = [
@@ -123,3 +133,78 @@ class MemoryVault:
 
     async def audit(self, event: AuditEvent) -> None:
         self.events.append(event)
+
+
+class MemoryIntegrations:
+    """An IntegrationVault in memory (hostauth/core/port.py), for the core's fast tests."""
+
+    def __init__(self) -> None:
+        self.rows: dict[UUID, StoredIntegration[str]] = {}
+        self.keys: dict[UUID, bytes] = {}
+        self.events: list[AuditEvent] = []
+        self._clock = itertools.count(1)
+
+    async def insert(self, record: IntegrationRecord, client_secret: str | None, audit: AuditEvent) -> bool:
+        taken = {(r.record.runner_id, r.record.host.lower()) for r in self.rows.values()}
+        if (record.runner_id, record.host.lower()) in taken:
+            return False
+        position = (_EPOCH + timedelta(microseconds=next(self._clock)), record.id)
+        self.rows[record.id] = StoredIntegration(record, client_secret, None, position)
+        self.events.append(audit)
+        return True
+
+    async def get(self, integration_id: UUID) -> StoredIntegration[str] | None:
+        stored = self.rows.get(integration_id)
+        if stored is None:
+            return None
+        return dataclasses.replace(stored, runner_key=self.keys.get(stored.record.runner_id))
+
+    async def list(
+        self, runner_ids: tuple[UUID, ...], after: Position | None, limit: int
+    ) -> list[StoredIntegration[str]]:
+        rows = sorted(self.rows.values(), key=lambda s: s.position)
+        found = [
+            dataclasses.replace(s, runner_key=self.keys.get(s.record.runner_id))
+            for s in rows
+            if (not runner_ids or s.record.runner_id in runner_ids) and (after is None or s.position > after)
+        ]
+        return found[:limit]
+
+    async def update(
+        self,
+        integration_id: UUID,
+        changes: IntegrationChanges[str],
+        *,
+        runner_id: UUID | None,
+        audit: AuditEvent,
+    ) -> bool:
+        stored = self.rows.get(integration_id)
+        if stored is None or (runner_id is not None and stored.record.runner_id != runner_id):
+            return False
+        record, secret = stored.record, stored.client_secret
+        for name in ("oauth_client_id", "pat", "issuer_url", "virtual_directory"):
+            value = getattr(changes, name)
+            if not isinstance(value, Keep):
+                record = record._replace(**{name: value})
+        if not isinstance(changes.client_secret, Keep):
+            secret = changes.client_secret
+        self.rows[integration_id] = dataclasses.replace(stored, record=record, client_secret=secret)
+        self.events.append(audit)
+        return True
+
+    async def delete(
+        self, integration_id: UUID, *, runner_id: UUID | None, audit: AuditEvent
+    ) -> tuple[UUID, ...] | None:
+        stored = self.rows.get(integration_id)
+        if stored is None or (runner_id is not None and stored.record.runner_id != runner_id):
+            return None
+        del self.rows[integration_id]
+        self.events.append(audit)
+        return ()
+
+    async def runner_key(self, runner_id: UUID) -> bytes | None:
+        return self.keys.get(runner_id)
+
+    async def set_runner_key(self, runner_id: UUID, public_key: bytes, audit: AuditEvent) -> None:
+        self.keys[runner_id] = public_key
+        self.events.append(audit)

@@ -11,12 +11,10 @@ from pathlib import Path
 from uuid import uuid4
 
 from hostauth.auth.jwt_verifier import JwtSettings, JwtVerifier
-from hostauth.core.cursor import CursorCodec
-from hostauth.core.service import HostAuthService
 from hostauth.crypto import Sealer
+from hostauth.runtime.assembly import postgres_core
 from hostauth.runtime.embedded_pg import EmbeddedPostgres
-from hostauth.store import ApiKeyStore, TokenStore, connect_pool, cursor_key
-from hostauth.vault import EncryptedTokens
+from hostauth.store import ApiKeyStore, connect_pool
 from tests.support.jwts import AUDIENCE, ISSUER, Issuer
 from tests.support.serving import serving
 from tests.support.wire import ConnectWire, GrpcWire, Wire
@@ -44,7 +42,7 @@ async def served_with_jwt(
     Connect proto) with a JWT: it needs no database to check, so every call
     gets as far as the core."""
     pool = await connect_pool(dsn, timeout_s=timeout_s)
-    core = HostAuthService(EncryptedTokens(TokenStore(pool), sealer), CursorCodec(await cursor_key(pool)))
+    core = await postgres_core(pool, sealer)
     jwt = JwtVerifier(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=jwt_issuer.jwks_file))
     credential = jwt_issuer.token(uuid4(), "PRINCIPAL_SERVICE_ACCOUNT", scope="secrets:read")
     try:

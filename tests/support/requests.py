@@ -27,7 +27,7 @@ def create_request(**overrides: Any) -> pb.CreateHostAuthenticationTokenRequest:
         "source": pb.HOST_AUTHENTICATION_TOKEN_SOURCE_OAUTH,
         "expires_at": EXPIRES,
         "refresh_token": secret("ghr_"),
-        "integration_id": str(uuid4()),
+        "integration_id": None,
         "scopes": ["repo", "read:org"],
         "subject": identity_pb2.Subject(id=str(uuid4()), principal=identity_pb2.PRINCIPAL_USER),
     }

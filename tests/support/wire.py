@@ -20,12 +20,26 @@ from google.protobuf.message import Message
 
 from gitpod.v1 import runner_configuration_pb2 as pb
 from gitpod.v1 import runner_configuration_pb2_grpc as pb_grpc
+from gitpod.v1 import runner_interaction_pb2_grpc as ri_grpc
 
 SERVICE = "gitpod.v1.RunnerConfigurationService"
+# A method of RunnerInteractionService is named "RunnerInteractionService/<method>".
+INTERACTION = "RunnerInteractionService"
 WIRES = ("grpc", "connect-json", "connect-proto")
 # Get and List also run as Connect GET (the other methods go by POST there).
 READ_WIRES = (*WIRES, "connect-get")
-NO_SIDE_EFFECTS = {"GetHostAuthenticationToken", "ListHostAuthenticationTokens"}
+NO_SIDE_EFFECTS = {
+    "GetHostAuthenticationToken",
+    "ListHostAuthenticationTokens",
+    "GetSCMIntegration",
+    "ListSCMIntegrations",
+}
+
+
+def path_of(method: str) -> str:
+    """The HTTP path of a method: RunnerConfigurationService's by its bare name."""
+    return f"/gitpod.v1.{method}" if "/" in method else f"/{SERVICE}/{method}"
+
 
 M = TypeVar("M", bound=Message)
 
@@ -34,6 +48,7 @@ CONNECT_HTTP_STATUS = {
     "invalid_argument": 400,
     "unauthenticated": 401,
     "permission_denied": 403,
+    "failed_precondition": 400,
     "not_found": 404,
     "already_exists": 409,
     "aborted": 409,
@@ -83,6 +98,7 @@ class GrpcWire:
             grpc.aio.secure_channel(target, tls) if tls is not None else grpc.aio.insecure_channel(target)
         )
         self.stub = pb_grpc.RunnerConfigurationServiceStub(self.channel)
+        self.interaction = ri_grpc.RunnerInteractionServiceStub(self.channel)
         self.credential = credential
 
     def with_credential(self, credential: str | None) -> GrpcWire:
@@ -94,8 +110,10 @@ class GrpcWire:
         self, method: str, request: Message, response_type: type[M], *, timeout_s: float | None = None
     ) -> M:
         metadata = (("authorization", f"Bearer {self.credential}"),) if self.credential else ()
+        service, _, name = method.rpartition("/")
+        stub = self.interaction if service == INTERACTION else self.stub
         try:
-            result = await getattr(self.stub, method)(request, metadata=metadata, timeout=timeout_s)
+            result = await getattr(stub, name)(request, metadata=metadata, timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise RpcError(exc.code().name.lower(), exc.details() or "") from None
         assert isinstance(result, response_type)
@@ -135,7 +153,7 @@ class ConnectWire:
         return headers
 
     async def post(self, method: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        return await self.http.post(f"/{SERVICE}/{method}", content=body, headers=self.auth_headers(headers))
+        return await self.http.post(path_of(method), content=body, headers=self.auth_headers(headers))
 
     async def get(self, method: str, message: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
         """Connect GET: the message in the URL, as the current SDK sends Get and List."""
@@ -146,7 +164,7 @@ class ConnectWire:
             "message": base64.urlsafe_b64encode(message).rstrip(b"=").decode(),
         }
         headers = self.auth_headers(headers or {})
-        return await self.http.get(f"/{SERVICE}/{method}", params=params, headers=headers)
+        return await self.http.get(path_of(method), params=params, headers=headers)
 
     async def call(
         self, method: str, request: Message, response_type: type[M], *, timeout_s: float | None = None
@@ -156,7 +174,7 @@ class ConnectWire:
         else:
             body = request.SerializeToString()
         deadline = {} if timeout_s is None else {"connect-timeout-ms": str(round(timeout_s * 1000))}
-        if self.use_get and method in NO_SIDE_EFFECTS:
+        if self.use_get and method.rpartition("/")[2] in NO_SIDE_EFFECTS:
             response = await self.get(method, body, deadline)
         else:
             headers = {"content-type": f"application/{self.encoding}", "connect-protocol-version": "1"}

@@ -8,16 +8,19 @@ import os
 from uuid import UUID, uuid4
 
 import pytest
+from nacl.public import PrivateKey, SealedBox
 
 from gitpod.v1 import identity_pb2 as ids
 from gitpod.v1 import runner_configuration_pb2 as pb
+from gitpod.v1 import runner_interaction_pb2 as ri
 from hostauth.auth.caller import Call, Caller
 from hostauth.core.cursor import CursorCodec
 from hostauth.core.model import SecretRead, Secrets, TokenChanges, TokenRecord, UnreadableSecret
 from hostauth.core.policy import READ_SECRETS
 from hostauth.core.service import HostAuthService
+from hostauth.crypto.sealed_box import der_of
 from hostauth.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied
-from tests.support.memory_vault import MemoryVault
+from tests.support.memory_vault import MemoryIntegrations, MemoryVault
 from tests.support.requests import create_request
 
 
@@ -27,6 +30,7 @@ def call_as(principal: int, subject: UUID | None = None, *grants: str) -> Call:
 
 CREATE, GET_VALUE = "CreateHostAuthenticationToken", "GetHostAuthenticationTokenValue"
 ADMIN = call_as(ids.PRINCIPAL_SERVICE_ACCOUNT, None, READ_SECRETS)
+SEALED = "RunnerInteractionService/GetHostAuthenticationTokenValue"
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ def vault() -> MemoryVault:
 
 @pytest.fixture
 def core(vault: MemoryVault) -> HostAuthService:
-    return HostAuthService(vault, CursorCodec(os.urandom(32)))
+    return HostAuthService(vault, CursorCodec(os.urandom(32)), MemoryIntegrations())
 
 
 async def test_create_stores_plaintext_through_the_vault_and_audits_it(
@@ -112,18 +116,40 @@ async def test_get_value_for_a_visible_token_the_caller_may_not_read_is_denied_a
     )
 
 
-async def test_a_runner_reads_its_own_secret_with_a_record_of_it(
+async def test_a_runner_reads_its_own_secret_sealed_with_a_record_of_it(
+    core: HostAuthService, vault: MemoryVault
+) -> None:
+    runner, key = uuid4(), PrivateKey.generate()
+    req = create_request(runner_id=str(runner))
+    made = (await core.create_host_authentication_token(req, ADMIN)).token
+    as_runner = call_as(ids.PRINCIPAL_RUNNER, runner)
+    await core.runners.signup(ri.SignupRequest(public_key=der_of(bytes(key.public_key))), as_runner)
+    got = await core.runners.get_token_value(
+        ri.RunnerInteractionServiceGetHostAuthenticationTokenValueRequest(
+            runner_id=str(runner), principal_id=req.subject.id, host=req.host
+        ),
+        as_runner,
+    )
+    opened = SealedBox(key)
+    assert (opened.decrypt(got.value).decode(), opened.decrypt(got.refresh_token).decode()) == (
+        req.token,
+        req.refresh_token,
+    )
+    assert (got.token_id, got.expires_at, got.source) == (made.id, req.expires_at, req.source)
+    assert (vault.events[-1].method, vault.events[-1].outcome) == (SEALED, "ok")
+    assert vault.events[-1].token_id == UUID(made.id)
+
+
+async def test_a_runner_is_refused_the_plaintext_read_and_pointed_to_the_sealed_one(
     core: HostAuthService, vault: MemoryVault
 ) -> None:
     runner = uuid4()
-    req = create_request(runner_id=str(runner))
-    made = (await core.create_host_authentication_token(req, ADMIN)).token
-    got = await core.get_host_authentication_token_value(
-        pb.GetHostAuthenticationTokenValueRequest(id=made.id), call_as(ids.PRINCIPAL_RUNNER, runner)
-    )
-    assert (got.token, got.refresh_token) == (req.token, req.refresh_token)
-    assert got.expires_at == req.expires_at
-    assert (vault.events[-1].method, vault.events[-1].outcome) == (GET_VALUE, "ok")
+    made = (await core.create_host_authentication_token(create_request(runner_id=str(runner)), ADMIN)).token
+    with pytest.raises(PermissionDenied, match="RunnerInteractionService/GetHostAuthenticationTokenValue"):
+        await core.get_host_authentication_token_value(
+            pb.GetHostAuthenticationTokenValueRequest(id=made.id), call_as(ids.PRINCIPAL_RUNNER, runner)
+        )
+    assert (vault.events[-1].method, vault.events[-1].outcome) == (GET_VALUE, "permission_denied")
 
 
 async def test_an_unreadable_secret_is_data_loss_and_audited(

@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
 from pyqwest import Client, SyncClient
 
-from .runner_configuration_pb2 import CreateHostAuthenticationTokenRequest, CreateHostAuthenticationTokenResponse, DeleteHostAuthenticationTokenRequest, DeleteHostAuthenticationTokenResponse, GetHostAuthenticationTokenRequest, GetHostAuthenticationTokenResponse, GetHostAuthenticationTokenValueRequest, GetHostAuthenticationTokenValueResponse, ListHostAuthenticationTokensRequest, ListHostAuthenticationTokensResponse, UpdateHostAuthenticationTokenRequest, UpdateHostAuthenticationTokenResponse
+from .runner_configuration_pb2 import CreateHostAuthenticationTokenRequest, CreateHostAuthenticationTokenResponse, CreateSCMIntegrationRequest, CreateSCMIntegrationResponse, DeleteHostAuthenticationTokenRequest, DeleteHostAuthenticationTokenResponse, DeleteSCMIntegrationRequest, DeleteSCMIntegrationResponse, GetHostAuthenticationTokenRequest, GetHostAuthenticationTokenResponse, GetHostAuthenticationTokenValueRequest, GetHostAuthenticationTokenValueResponse, GetSCMIntegrationRequest, GetSCMIntegrationResponse, ListHostAuthenticationTokensRequest, ListHostAuthenticationTokensResponse, ListSCMIntegrationsRequest, ListSCMIntegrationsResponse, UpdateHostAuthenticationTokenRequest, UpdateHostAuthenticationTokenResponse, UpdateSCMIntegrationRequest, UpdateSCMIntegrationResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -84,6 +84,40 @@ class RunnerConfigurationService(Protocol):
         the only method whose answer ever holds a secret. Expired tokens are still
         returned: the refresh token is what renews them. It is not free of side
         effects (every call is recorded), so it is not offered over HTTP GET.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def create_scm_integration(self, request: CreateSCMIntegrationRequest, ctx: RequestContext[CreateSCMIntegrationRequest, CreateSCMIntegrationResponse], /) -> CreateSCMIntegrationResponse:
+        """
+        CreateSCMIntegration adds a runner's OAuth app (or PAT setting) for one
+        git host. One integration per (runner_id, host).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def get_scm_integration(self, request: GetSCMIntegrationRequest, ctx: RequestContext[GetSCMIntegrationRequest, GetSCMIntegrationResponse], /) -> GetSCMIntegrationResponse:
+        """
+        GetSCMIntegration returns an integration. Its client secret is never
+        returned in clear: oauth.encrypted_client_secret is sealed to the
+        integration's runner (empty until that runner has signed up with a key).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def list_scm_integrations(self, request: ListSCMIntegrationsRequest, ctx: RequestContext[ListSCMIntegrationsRequest, ListSCMIntegrationsResponse], /) -> ListSCMIntegrationsResponse:
+        """
+        ListSCMIntegrations returns integrations, one page at a time.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def update_scm_integration(self, request: UpdateSCMIntegrationRequest, ctx: RequestContext[UpdateSCMIntegrationRequest, UpdateSCMIntegrationResponse], /) -> UpdateSCMIntegrationResponse:
+        """
+        UpdateSCMIntegration changes the fields present in the request.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def delete_scm_integration(self, request: DeleteSCMIntegrationRequest, ctx: RequestContext[DeleteSCMIntegrationRequest, DeleteSCMIntegrationResponse], /) -> DeleteSCMIntegrationResponse:
+        """
+        DeleteSCMIntegration removes an integration and every host
+        authentication token issued through it.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -166,6 +200,61 @@ class RunnerConfigurationServiceASGIApplication(ConnectASGIApplication[RunnerCon
                         stream_type=StreamType.UNARY,
                     ),
                     function=svc.get_host_authentication_token_value,
+                ),
+                "/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration": Endpoint.unary(
+                    method=MethodInfo(
+                        name="CreateSCMIntegration",
+                        service_name="gitpod.v1.RunnerConfigurationService",
+                        input=CreateSCMIntegrationRequest,
+                        output=CreateSCMIntegrationResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.create_scm_integration,
+                ),
+                "/gitpod.v1.RunnerConfigurationService/GetSCMIntegration": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetSCMIntegration",
+                        service_name="gitpod.v1.RunnerConfigurationService",
+                        input=GetSCMIntegrationRequest,
+                        output=GetSCMIntegrationResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_scm_integration,
+                ),
+                "/gitpod.v1.RunnerConfigurationService/ListSCMIntegrations": Endpoint.unary(
+                    method=MethodInfo(
+                        name="ListSCMIntegrations",
+                        service_name="gitpod.v1.RunnerConfigurationService",
+                        input=ListSCMIntegrationsRequest,
+                        output=ListSCMIntegrationsResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.list_scm_integrations,
+                ),
+                "/gitpod.v1.RunnerConfigurationService/UpdateSCMIntegration": Endpoint.unary(
+                    method=MethodInfo(
+                        name="UpdateSCMIntegration",
+                        service_name="gitpod.v1.RunnerConfigurationService",
+                        input=UpdateSCMIntegrationRequest,
+                        output=UpdateSCMIntegrationResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.update_scm_integration,
+                ),
+                "/gitpod.v1.RunnerConfigurationService/DeleteSCMIntegration": Endpoint.unary(
+                    method=MethodInfo(
+                        name="DeleteSCMIntegration",
+                        service_name="gitpod.v1.RunnerConfigurationService",
+                        input=DeleteSCMIntegrationRequest,
+                        output=DeleteSCMIntegrationResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.delete_scm_integration,
                 ),
             },
             interceptors=interceptors,
@@ -360,6 +449,129 @@ class RunnerConfigurationServiceClient(ConnectClient):
             headers=headers,
             timeout_ms=timeout_ms,
         )
+    async def create_scm_integration(
+        self,
+        request: CreateSCMIntegrationRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> CreateSCMIntegrationResponse:
+        """
+        CreateSCMIntegration adds a runner's OAuth app (or PAT setting) for one
+        git host. One integration per (runner_id, host).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="CreateSCMIntegration",
+                service_name="gitpod.v1.RunnerConfigurationService",
+                input=CreateSCMIntegrationRequest,
+                output=CreateSCMIntegrationResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def get_scm_integration(
+        self,
+        request: GetSCMIntegrationRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetSCMIntegrationResponse:
+        """
+        GetSCMIntegration returns an integration. Its client secret is never
+        returned in clear: oauth.encrypted_client_secret is sealed to the
+        integration's runner (empty until that runner has signed up with a key).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetSCMIntegration",
+                service_name="gitpod.v1.RunnerConfigurationService",
+                input=GetSCMIntegrationRequest,
+                output=GetSCMIntegrationResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    async def list_scm_integrations(
+        self,
+        request: ListSCMIntegrationsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> ListSCMIntegrationsResponse:
+        """
+        ListSCMIntegrations returns integrations, one page at a time.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListSCMIntegrations",
+                service_name="gitpod.v1.RunnerConfigurationService",
+                input=ListSCMIntegrationsRequest,
+                output=ListSCMIntegrationsResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    async def update_scm_integration(
+        self,
+        request: UpdateSCMIntegrationRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> UpdateSCMIntegrationResponse:
+        """
+        UpdateSCMIntegration changes the fields present in the request.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="UpdateSCMIntegration",
+                service_name="gitpod.v1.RunnerConfigurationService",
+                input=UpdateSCMIntegrationRequest,
+                output=UpdateSCMIntegrationResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def delete_scm_integration(
+        self,
+        request: DeleteSCMIntegrationRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> DeleteSCMIntegrationResponse:
+        """
+        DeleteSCMIntegration removes an integration and every host
+        authentication token issued through it.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="DeleteSCMIntegration",
+                service_name="gitpod.v1.RunnerConfigurationService",
+                input=DeleteSCMIntegrationRequest,
+                output=DeleteSCMIntegrationResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
 
 class RunnerConfigurationServiceSync(Protocol):
     """
@@ -408,6 +620,40 @@ class RunnerConfigurationServiceSync(Protocol):
         the only method whose answer ever holds a secret. Expired tokens are still
         returned: the refresh token is what renews them. It is not free of side
         effects (every call is recorded), so it is not offered over HTTP GET.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def create_scm_integration(self, request: CreateSCMIntegrationRequest, ctx: RequestContext[CreateSCMIntegrationRequest, CreateSCMIntegrationResponse], /) -> CreateSCMIntegrationResponse:
+        """
+        CreateSCMIntegration adds a runner's OAuth app (or PAT setting) for one
+        git host. One integration per (runner_id, host).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def get_scm_integration(self, request: GetSCMIntegrationRequest, ctx: RequestContext[GetSCMIntegrationRequest, GetSCMIntegrationResponse], /) -> GetSCMIntegrationResponse:
+        """
+        GetSCMIntegration returns an integration. Its client secret is never
+        returned in clear: oauth.encrypted_client_secret is sealed to the
+        integration's runner (empty until that runner has signed up with a key).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def list_scm_integrations(self, request: ListSCMIntegrationsRequest, ctx: RequestContext[ListSCMIntegrationsRequest, ListSCMIntegrationsResponse], /) -> ListSCMIntegrationsResponse:
+        """
+        ListSCMIntegrations returns integrations, one page at a time.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def update_scm_integration(self, request: UpdateSCMIntegrationRequest, ctx: RequestContext[UpdateSCMIntegrationRequest, UpdateSCMIntegrationResponse], /) -> UpdateSCMIntegrationResponse:
+        """
+        UpdateSCMIntegration changes the fields present in the request.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def delete_scm_integration(self, request: DeleteSCMIntegrationRequest, ctx: RequestContext[DeleteSCMIntegrationRequest, DeleteSCMIntegrationResponse], /) -> DeleteSCMIntegrationResponse:
+        """
+        DeleteSCMIntegration removes an integration and every host
+        authentication token issued through it.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -488,6 +734,61 @@ class RunnerConfigurationServiceWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.UNARY,
                     ),
                     function=service.get_host_authentication_token_value,
+                ),
+                "/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="CreateSCMIntegration",
+                        service_name="gitpod.v1.RunnerConfigurationService",
+                        input=CreateSCMIntegrationRequest,
+                        output=CreateSCMIntegrationResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.create_scm_integration,
+                ),
+                "/gitpod.v1.RunnerConfigurationService/GetSCMIntegration": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetSCMIntegration",
+                        service_name="gitpod.v1.RunnerConfigurationService",
+                        input=GetSCMIntegrationRequest,
+                        output=GetSCMIntegrationResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_scm_integration,
+                ),
+                "/gitpod.v1.RunnerConfigurationService/ListSCMIntegrations": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="ListSCMIntegrations",
+                        service_name="gitpod.v1.RunnerConfigurationService",
+                        input=ListSCMIntegrationsRequest,
+                        output=ListSCMIntegrationsResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.list_scm_integrations,
+                ),
+                "/gitpod.v1.RunnerConfigurationService/UpdateSCMIntegration": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="UpdateSCMIntegration",
+                        service_name="gitpod.v1.RunnerConfigurationService",
+                        input=UpdateSCMIntegrationRequest,
+                        output=UpdateSCMIntegrationResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.update_scm_integration,
+                ),
+                "/gitpod.v1.RunnerConfigurationService/DeleteSCMIntegration": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="DeleteSCMIntegration",
+                        service_name="gitpod.v1.RunnerConfigurationService",
+                        input=DeleteSCMIntegrationRequest,
+                        output=DeleteSCMIntegrationResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.delete_scm_integration,
                 ),
             },
             interceptors=interceptors,
@@ -677,6 +978,129 @@ class RunnerConfigurationServiceClientSync(ConnectClientSync):
                 input=GetHostAuthenticationTokenValueRequest,
                 output=GetHostAuthenticationTokenValueResponse,
                 idempotency_level=IdempotencyLevel.IDEMPOTENT,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def create_scm_integration(
+        self,
+        request: CreateSCMIntegrationRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> CreateSCMIntegrationResponse:
+        """
+        CreateSCMIntegration adds a runner's OAuth app (or PAT setting) for one
+        git host. One integration per (runner_id, host).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="CreateSCMIntegration",
+                service_name="gitpod.v1.RunnerConfigurationService",
+                input=CreateSCMIntegrationRequest,
+                output=CreateSCMIntegrationResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def get_scm_integration(
+        self,
+        request: GetSCMIntegrationRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetSCMIntegrationResponse:
+        """
+        GetSCMIntegration returns an integration. Its client secret is never
+        returned in clear: oauth.encrypted_client_secret is sealed to the
+        integration's runner (empty until that runner has signed up with a key).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetSCMIntegration",
+                service_name="gitpod.v1.RunnerConfigurationService",
+                input=GetSCMIntegrationRequest,
+                output=GetSCMIntegrationResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    def list_scm_integrations(
+        self,
+        request: ListSCMIntegrationsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> ListSCMIntegrationsResponse:
+        """
+        ListSCMIntegrations returns integrations, one page at a time.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListSCMIntegrations",
+                service_name="gitpod.v1.RunnerConfigurationService",
+                input=ListSCMIntegrationsRequest,
+                output=ListSCMIntegrationsResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    def update_scm_integration(
+        self,
+        request: UpdateSCMIntegrationRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> UpdateSCMIntegrationResponse:
+        """
+        UpdateSCMIntegration changes the fields present in the request.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="UpdateSCMIntegration",
+                service_name="gitpod.v1.RunnerConfigurationService",
+                input=UpdateSCMIntegrationRequest,
+                output=UpdateSCMIntegrationResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def delete_scm_integration(
+        self,
+        request: DeleteSCMIntegrationRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> DeleteSCMIntegrationResponse:
+        """
+        DeleteSCMIntegration removes an integration and every host
+        authentication token issued through it.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="DeleteSCMIntegration",
+                service_name="gitpod.v1.RunnerConfigurationService",
+                input=DeleteSCMIntegrationRequest,
+                output=DeleteSCMIntegrationResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
                 stream_type=StreamType.UNARY,
             ),
             headers=headers,

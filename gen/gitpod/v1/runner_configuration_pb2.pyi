@@ -155,3 +155,120 @@ class GetHostAuthenticationTokenValueResponse(_message.Message):
     refresh_token: str
     expires_at: _timestamp_pb2.Timestamp
     def __init__(self, id: _Optional[str] = ..., token: _Optional[str] = ..., refresh_token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SCMIntegrationOAuthConfig(_message.Message):
+    __slots__ = ("client_id", "encrypted_client_secret", "issuer_url")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_URL_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    encrypted_client_secret: bytes
+    issuer_url: str
+    def __init__(self, client_id: _Optional[str] = ..., encrypted_client_secret: _Optional[bytes] = ..., issuer_url: _Optional[str] = ...) -> None: ...
+
+class SCMIntegration(_message.Message):
+    __slots__ = ("id", "scm_id", "host", "oauth", "pat", "runner_id", "virtual_directory")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCM_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    OAUTH_FIELD_NUMBER: _ClassVar[int]
+    PAT_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_ID_FIELD_NUMBER: _ClassVar[int]
+    VIRTUAL_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    scm_id: str
+    host: str
+    oauth: SCMIntegrationOAuthConfig
+    pat: bool
+    runner_id: str
+    virtual_directory: str
+    def __init__(self, id: _Optional[str] = ..., scm_id: _Optional[str] = ..., host: _Optional[str] = ..., oauth: _Optional[_Union[SCMIntegrationOAuthConfig, _Mapping]] = ..., pat: bool = ..., runner_id: _Optional[str] = ..., virtual_directory: _Optional[str] = ...) -> None: ...
+
+class CreateSCMIntegrationRequest(_message.Message):
+    __slots__ = ("runner_id", "scm_id", "host", "oauth_client_id", "oauth_plaintext_client_secret", "pat", "issuer_url", "virtual_directory")
+    RUNNER_ID_FIELD_NUMBER: _ClassVar[int]
+    SCM_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    OAUTH_CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OAUTH_PLAINTEXT_CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    PAT_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_URL_FIELD_NUMBER: _ClassVar[int]
+    VIRTUAL_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    runner_id: str
+    scm_id: str
+    host: str
+    oauth_client_id: str
+    oauth_plaintext_client_secret: str
+    pat: bool
+    issuer_url: str
+    virtual_directory: str
+    def __init__(self, runner_id: _Optional[str] = ..., scm_id: _Optional[str] = ..., host: _Optional[str] = ..., oauth_client_id: _Optional[str] = ..., oauth_plaintext_client_secret: _Optional[str] = ..., pat: bool = ..., issuer_url: _Optional[str] = ..., virtual_directory: _Optional[str] = ...) -> None: ...
+
+class CreateSCMIntegrationResponse(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetSCMIntegrationRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetSCMIntegrationResponse(_message.Message):
+    __slots__ = ("integration",)
+    INTEGRATION_FIELD_NUMBER: _ClassVar[int]
+    integration: SCMIntegration
+    def __init__(self, integration: _Optional[_Union[SCMIntegration, _Mapping]] = ...) -> None: ...
+
+class ListSCMIntegrationsRequest(_message.Message):
+    __slots__ = ("pagination", "filter")
+    class Filter(_message.Message):
+        __slots__ = ("runner_ids",)
+        RUNNER_IDS_FIELD_NUMBER: _ClassVar[int]
+        runner_ids: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, runner_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    PAGINATION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    pagination: _pagination_pb2.PaginationRequest
+    filter: ListSCMIntegrationsRequest.Filter
+    def __init__(self, pagination: _Optional[_Union[_pagination_pb2.PaginationRequest, _Mapping]] = ..., filter: _Optional[_Union[ListSCMIntegrationsRequest.Filter, _Mapping]] = ...) -> None: ...
+
+class ListSCMIntegrationsResponse(_message.Message):
+    __slots__ = ("pagination", "integrations")
+    PAGINATION_FIELD_NUMBER: _ClassVar[int]
+    INTEGRATIONS_FIELD_NUMBER: _ClassVar[int]
+    pagination: _pagination_pb2.PaginationResponse
+    integrations: _containers.RepeatedCompositeFieldContainer[SCMIntegration]
+    def __init__(self, pagination: _Optional[_Union[_pagination_pb2.PaginationResponse, _Mapping]] = ..., integrations: _Optional[_Iterable[_Union[SCMIntegration, _Mapping]]] = ...) -> None: ...
+
+class UpdateSCMIntegrationRequest(_message.Message):
+    __slots__ = ("id", "oauth_client_id", "oauth_plaintext_client_secret", "pat", "issuer_url", "virtual_directory")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OAUTH_CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OAUTH_PLAINTEXT_CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    PAT_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_URL_FIELD_NUMBER: _ClassVar[int]
+    VIRTUAL_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    oauth_client_id: str
+    oauth_plaintext_client_secret: str
+    pat: bool
+    issuer_url: str
+    virtual_directory: str
+    def __init__(self, id: _Optional[str] = ..., oauth_client_id: _Optional[str] = ..., oauth_plaintext_client_secret: _Optional[str] = ..., pat: bool = ..., issuer_url: _Optional[str] = ..., virtual_directory: _Optional[str] = ...) -> None: ...
+
+class UpdateSCMIntegrationResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeleteSCMIntegrationRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteSCMIntegrationResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -69,6 +69,31 @@ class RunnerConfigurationServiceStub(object):
                 request_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.GetHostAuthenticationTokenValueRequest.SerializeToString,
                 response_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.GetHostAuthenticationTokenValueResponse.FromString,
                 _registered_method=True)
+        self.CreateSCMIntegration = channel.unary_unary(
+                '/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration',
+                request_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.CreateSCMIntegrationRequest.SerializeToString,
+                response_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.CreateSCMIntegrationResponse.FromString,
+                _registered_method=True)
+        self.GetSCMIntegration = channel.unary_unary(
+                '/gitpod.v1.RunnerConfigurationService/GetSCMIntegration',
+                request_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.GetSCMIntegrationRequest.SerializeToString,
+                response_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.GetSCMIntegrationResponse.FromString,
+                _registered_method=True)
+        self.ListSCMIntegrations = channel.unary_unary(
+                '/gitpod.v1.RunnerConfigurationService/ListSCMIntegrations',
+                request_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.ListSCMIntegrationsRequest.SerializeToString,
+                response_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.ListSCMIntegrationsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSCMIntegration = channel.unary_unary(
+                '/gitpod.v1.RunnerConfigurationService/UpdateSCMIntegration',
+                request_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.UpdateSCMIntegrationRequest.SerializeToString,
+                response_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.UpdateSCMIntegrationResponse.FromString,
+                _registered_method=True)
+        self.DeleteSCMIntegration = channel.unary_unary(
+                '/gitpod.v1.RunnerConfigurationService/DeleteSCMIntegration',
+                request_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.DeleteSCMIntegrationRequest.SerializeToString,
+                response_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.DeleteSCMIntegrationResponse.FromString,
+                _registered_method=True)
 
 
 class RunnerConfigurationServiceServicer(object):
@@ -127,6 +152,45 @@ class RunnerConfigurationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSCMIntegration(self, request, context):
+        """CreateSCMIntegration adds a runner's OAuth app (or PAT setting) for one
+        git host. One integration per (runner_id, host).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSCMIntegration(self, request, context):
+        """GetSCMIntegration returns an integration. Its client secret is never
+        returned in clear: oauth.encrypted_client_secret is sealed to the
+        integration's runner (empty until that runner has signed up with a key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSCMIntegrations(self, request, context):
+        """ListSCMIntegrations returns integrations, one page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSCMIntegration(self, request, context):
+        """UpdateSCMIntegration changes the fields present in the request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSCMIntegration(self, request, context):
+        """DeleteSCMIntegration removes an integration and every host
+        authentication token issued through it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunnerConfigurationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +223,31 @@ def add_RunnerConfigurationServiceServicer_to_server(servicer, server):
                     servicer.GetHostAuthenticationTokenValue,
                     request_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.GetHostAuthenticationTokenValueRequest.FromString,
                     response_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.GetHostAuthenticationTokenValueResponse.SerializeToString,
+            ),
+            'CreateSCMIntegration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSCMIntegration,
+                    request_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.CreateSCMIntegrationRequest.FromString,
+                    response_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.CreateSCMIntegrationResponse.SerializeToString,
+            ),
+            'GetSCMIntegration': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSCMIntegration,
+                    request_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.GetSCMIntegrationRequest.FromString,
+                    response_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.GetSCMIntegrationResponse.SerializeToString,
+            ),
+            'ListSCMIntegrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSCMIntegrations,
+                    request_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.ListSCMIntegrationsRequest.FromString,
+                    response_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.ListSCMIntegrationsResponse.SerializeToString,
+            ),
+            'UpdateSCMIntegration': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSCMIntegration,
+                    request_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.UpdateSCMIntegrationRequest.FromString,
+                    response_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.UpdateSCMIntegrationResponse.SerializeToString,
+            ),
+            'DeleteSCMIntegration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSCMIntegration,
+                    request_deserializer=gitpod_dot_v1_dot_runner__configuration__pb2.DeleteSCMIntegrationRequest.FromString,
+                    response_serializer=gitpod_dot_v1_dot_runner__configuration__pb2.DeleteSCMIntegrationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -328,6 +417,141 @@ class RunnerConfigurationService(object):
             '/gitpod.v1.RunnerConfigurationService/GetHostAuthenticationTokenValue',
             gitpod_dot_v1_dot_runner__configuration__pb2.GetHostAuthenticationTokenValueRequest.SerializeToString,
             gitpod_dot_v1_dot_runner__configuration__pb2.GetHostAuthenticationTokenValueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSCMIntegration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gitpod.v1.RunnerConfigurationService/CreateSCMIntegration',
+            gitpod_dot_v1_dot_runner__configuration__pb2.CreateSCMIntegrationRequest.SerializeToString,
+            gitpod_dot_v1_dot_runner__configuration__pb2.CreateSCMIntegrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSCMIntegration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gitpod.v1.RunnerConfigurationService/GetSCMIntegration',
+            gitpod_dot_v1_dot_runner__configuration__pb2.GetSCMIntegrationRequest.SerializeToString,
+            gitpod_dot_v1_dot_runner__configuration__pb2.GetSCMIntegrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSCMIntegrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gitpod.v1.RunnerConfigurationService/ListSCMIntegrations',
+            gitpod_dot_v1_dot_runner__configuration__pb2.ListSCMIntegrationsRequest.SerializeToString,
+            gitpod_dot_v1_dot_runner__configuration__pb2.ListSCMIntegrationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSCMIntegration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gitpod.v1.RunnerConfigurationService/UpdateSCMIntegration',
+            gitpod_dot_v1_dot_runner__configuration__pb2.UpdateSCMIntegrationRequest.SerializeToString,
+            gitpod_dot_v1_dot_runner__configuration__pb2.UpdateSCMIntegrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSCMIntegration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gitpod.v1.RunnerConfigurationService/DeleteSCMIntegration',
+            gitpod_dot_v1_dot_runner__configuration__pb2.DeleteSCMIntegrationRequest.SerializeToString,
+            gitpod_dot_v1_dot_runner__configuration__pb2.DeleteSCMIntegrationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,7 @@ async def audit_list(args: argparse.Namespace, dsn: str) -> None:
             pool,
             token_id=args.token_id,
             subject_id=args.subject,
+            integration_id=args.integration,
             since=args.since,
             until=args.until,
             limit=args.limit,
@@ -53,7 +54,8 @@ async def audit_list(args: argparse.Namespace, dsn: str) -> None:
             print(json.dumps(event_record(e, r.at)))
             continue
         print(
-            f"{r.at.isoformat()}  {e.method}  token={e.token_id or '-'}  {e.outcome}  "
+            f"{r.at.isoformat()}  {e.method}  token={e.token_id or '-'}"
+            f"{f'  integration={e.integration_id}' if e.integration_id else ''}  {e.outcome}  "
             f"{principal_name(e.principal)}:{e.subject_id}  {e.credential_id}  request={e.request_id}"
         )
 
@@ -76,6 +78,7 @@ def add_audit_commands(commands: Subcommands) -> None:
     audit_list_cmd = command(audit, "list", "list audit events, newest first")
     audit_list_cmd.add_argument("--token-id", type=UUID)
     audit_list_cmd.add_argument("--subject", type=UUID)
+    audit_list_cmd.add_argument("--integration", type=UUID, help="events of this SCM integration")
     audit_list_cmd.add_argument("--since", type=_when, help="ISO 8601 time: events at or after it")
     audit_list_cmd.add_argument("--until", type=_when, help="ISO 8601 time: events before it")
     audit_list_cmd.add_argument(

@@ -6,7 +6,7 @@ the audit trail.
     hostauth api-keys revoke ID
     hostauth api-keys list
     hostauth keys generate|status|rotate|rewrap|retire ...
-    hostauth audit list [--token-id UUID] [--subject UUID] [--since 2026-01-01T00:00:00Z]
+    hostauth audit list [--token-id UUID] [--subject UUID] [--integration UUID] [--since 2026-01-01T00:00:00Z]
     hostauth ready
     hostauth --version
 

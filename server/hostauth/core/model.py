@@ -16,6 +16,7 @@ from uuid import UUID
 
 FIELD_TOKEN = "token"
 FIELD_REFRESH_TOKEN = "refresh_token"
+FIELD_CLIENT_SECRET = "oauth_client_secret"
 
 
 class Keep(enum.Enum):
@@ -100,6 +101,8 @@ class AuditEvent:
     subject_id: UUID
     credential_id: str
     outcome: str  # "ok" or the error code
+    # The SCM integration an integration method acted on.
+    integration_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +124,50 @@ class UnreadableSecret(Exception):
         super().__init__(f"ciphertext of {field} for token {token_id} does not open: {reason}")
         self.token_id = token_id
         self.field = field
+
+
+class IntegrationRecord(NamedTuple):
+    """An SCM integration, as stored (its client secret apart)."""
+
+    id: UUID
+    runner_id: UUID
+    scm_id: str
+    host: str
+    oauth_client_id: str | None
+    issuer_url: str | None
+    pat: bool
+    virtual_directory: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIntegration(Generic[S]):
+    """An integration with its client secret (None: no OAuth app), and the
+    public key of its runner, if that runner has signed up."""
+
+    record: IntegrationRecord
+    client_secret: S | None
+    runner_key: bytes | None
+    position: Position
+
+    def __repr__(self) -> str:
+        return f"StoredIntegration(id={self.record.id})"
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationChanges(Generic[S]):
+    """What an UpdateSCMIntegration sets; KEEP leaves a field as it is, None
+    clears it (the OAuth app: client id and secret together)."""
+
+    oauth_client_id: str | Keep | None = KEEP
+    client_secret: S | Keep | None = KEEP
+    pat: bool | Keep = KEEP
+    issuer_url: str | Keep | None = KEEP
+    virtual_directory: str | Keep | None = KEEP
+
+    def __repr__(self) -> str:
+        changed = [
+            name
+            for name in ("oauth_client_id", "client_secret", "pat", "issuer_url", "virtual_directory")
+            if getattr(self, name) is not KEEP
+        ]
+        return f"IntegrationChanges({', '.join(changed)})"

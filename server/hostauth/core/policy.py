@@ -1,13 +1,26 @@
 """Who may do what: the one policy table, read by the core and by the tests.
 
-| principal       | Create                    | Get / List / Update / Delete | GetValue              |
-| USER            | only with itself as subject | its own tokens             | denied                |
-| RUNNER          | any subject, runner = itself | tokens of its runner       | tokens of its runner  |
-| SERVICE_ACCOUNT | all                       | all                          | with `secrets:read`   |
-| any other       | denied                    | denied                       | denied                |
+Host authentication tokens (GetValue: the plaintext read of
+RunnerConfigurationService; sealed: RunnerInteractionService's):
 
-A token the caller may not see is answered not_found, like a missing one; an
-action the caller may not take on a token it sees is permission_denied.
+| principal       | Create                       | Get/List/Update/Delete | GetValue        | sealed         |
+| USER            | only with itself as subject  | its own tokens         | denied          | denied         |
+| RUNNER          | any subject, runner = itself | tokens of its runner   | denied (sealed) | its runner's   |
+| SERVICE_ACCOUNT | all                          | all                    | `secrets:read`  | `secrets:read` |
+| any other       | denied                       | denied                 | denied          | denied         |
+
+SCM integrations and sign-up:
+
+| principal       | Get / List          | Create / Update / Delete | Signup       |
+| USER            | every integration   | denied                   | denied       |
+| RUNNER          | its runner's        | its runner's             | for itself   |
+| SERVICE_ACCOUNT | every integration   | every integration        | denied       |
+| any other       | denied              | denied                   | denied       |
+
+A token or integration the caller may not see is answered not_found, like a
+missing one; an action the caller may not take on one it sees is
+permission_denied. An integration's client secret never leaves in clear:
+whoever may read an integration gets it sealed to the integration's runner.
 """
 
 from __future__ import annotations
@@ -31,6 +44,13 @@ class Action(enum.Enum):
     UPDATE = "UpdateHostAuthenticationToken"
     DELETE = "DeleteHostAuthenticationToken"
     GET_VALUE = "GetHostAuthenticationTokenValue"
+    SEALED_READ = "RunnerInteractionService/GetHostAuthenticationTokenValue"
+    CREATE_INTEGRATION = "CreateSCMIntegration"
+    GET_INTEGRATION = "GetSCMIntegration"
+    LIST_INTEGRATIONS = "ListSCMIntegrations"
+    UPDATE_INTEGRATION = "UpdateSCMIntegration"
+    DELETE_INTEGRATION = "DeleteSCMIntegration"
+    SIGNUP = "RunnerInteractionService/Signup"
 
 
 class Visibility(enum.Enum):
@@ -48,16 +68,23 @@ class Rule:
     grants: Mapping[Action, str] = field(default_factory=dict)
 
 
-ALL_ACTIONS = frozenset(Action)
+TOKEN_ACTIONS = frozenset({Action.CREATE, Action.GET, Action.LIST, Action.UPDATE, Action.DELETE})
+READ_INTEGRATIONS = frozenset({Action.GET_INTEGRATION, Action.LIST_INTEGRATIONS})
+MANAGE_INTEGRATIONS = READ_INTEGRATIONS | {
+    Action.CREATE_INTEGRATION,
+    Action.UPDATE_INTEGRATION,
+    Action.DELETE_INTEGRATION,
+}
 
 POLICY: Mapping[int, Rule] = {
-    identity_pb2.PRINCIPAL_USER: Rule(
-        Visibility.OWN_SUBJECT,
-        frozenset({Action.CREATE, Action.GET, Action.LIST, Action.UPDATE, Action.DELETE}),
+    identity_pb2.PRINCIPAL_USER: Rule(Visibility.OWN_SUBJECT, TOKEN_ACTIONS | READ_INTEGRATIONS),
+    identity_pb2.PRINCIPAL_RUNNER: Rule(
+        Visibility.OWN_RUNNER, TOKEN_ACTIONS | MANAGE_INTEGRATIONS | {Action.SEALED_READ, Action.SIGNUP}
     ),
-    identity_pb2.PRINCIPAL_RUNNER: Rule(Visibility.OWN_RUNNER, ALL_ACTIONS),
     identity_pb2.PRINCIPAL_SERVICE_ACCOUNT: Rule(
-        Visibility.EVERYTHING, ALL_ACTIONS, {Action.GET_VALUE: READ_SECRETS}
+        Visibility.EVERYTHING,
+        TOKEN_ACTIONS | MANAGE_INTEGRATIONS | {Action.GET_VALUE, Action.SEALED_READ},
+        {Action.GET_VALUE: READ_SECRETS, Action.SEALED_READ: READ_SECRETS},
     ),
 }
 NOBODY = Rule(Visibility.NOTHING, frozenset())
@@ -93,6 +120,14 @@ class Scope:
         return self.sees(record) and (
             self.subject_principal is None or record.subject_principal == self.subject_principal
         )
+
+
+def integration_scope(caller: Caller) -> UUID | None:
+    """The runner whose integrations the caller sees (None: every runner's);
+    callers who see none are refused by `may` before this is asked."""
+    if rule_for(caller).visibility is Visibility.OWN_RUNNER:
+        return caller.subject_id
+    return None
 
 
 def scope_of(caller: Caller) -> Scope | None:

@@ -10,10 +10,13 @@ from uuid import UUID
 
 from hostauth.core.model import (
     AuditEvent,
+    IntegrationChanges,
+    IntegrationRecord,
     ListQuery,
     Position,
     SecretRead,
     Secrets,
+    StoredIntegration,
     TokenChanges,
     TokenRecord,
 )
@@ -35,6 +38,10 @@ class TokenVault(Protocol):
         ...
 
     async def get(self, token_id: UUID) -> TokenRecord | None: ...
+
+    async def find(self, runner_id: UUID, subject_id: UUID, host: str) -> UUID | None:
+        """The id of the token of (runner, subject, host), if there is one."""
+        ...
 
     async def list(self, query: ListQuery) -> list[tuple[TokenRecord, Position]]: ...
 
@@ -65,4 +72,48 @@ class TokenVault(Protocol):
 
     async def audit(self, event: AuditEvent) -> None:
         """Record an event on its own (a refusal)."""
+        ...
+
+
+class IntegrationVault(Protocol):
+    """SCM integrations and runners' keys: plaintext client secrets in and
+    out; every write carries its audit row, committed with it."""
+
+    async def insert(self, record: IntegrationRecord, client_secret: str | None, audit: AuditEvent) -> bool:
+        """Store a new integration; False (nothing written) when its runner
+        already has one for the host."""
+        ...
+
+    async def get(self, integration_id: UUID) -> StoredIntegration[str] | None: ...
+
+    async def list(
+        self, runner_ids: tuple[UUID, ...], after: Position | None, limit: int
+    ) -> list[StoredIntegration[str]]:
+        """In (created_at, id) order; runner_ids empty: every runner's."""
+        ...
+
+    async def update(
+        self,
+        integration_id: UUID,
+        changes: IntegrationChanges[str],
+        *,
+        runner_id: UUID | None,
+        audit: AuditEvent,
+    ) -> bool:
+        """False when there is no such integration of the runner (None: any)."""
+        ...
+
+    async def delete(
+        self, integration_id: UUID, *, runner_id: UUID | None, audit: AuditEvent
+    ) -> tuple[UUID, ...] | None:
+        """Delete the integration and the tokens issued through it (each
+        audited); the tokens' ids, or None when there is no such integration."""
+        ...
+
+    async def runner_key(self, runner_id: UUID) -> bytes | None:
+        """The runner's raw X25519 public key, if it has signed up."""
+        ...
+
+    async def set_runner_key(self, runner_id: UUID, public_key: bytes, audit: AuditEvent) -> None:
+        """Store (or replace) the runner's key, with its audit row."""
         ...

@@ -18,6 +18,7 @@ from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.auth.caller import Call
 from hostauth.core.cursor import CursorCodec
+from hostauth.core.integrations import ScmIntegrations
 from hostauth.core.model import (
     KEEP,
     AuditEvent,
@@ -26,26 +27,21 @@ from hostauth.core.model import (
     Secrets,
     TokenChanges,
     TokenRecord,
-    UnreadableSecret,
 )
 from hostauth.core.policy import Action, Scope, may, scope_of
-from hostauth.core.port import TokenVault
+from hostauth.core.port import IntegrationVault, TokenVault
+from hostauth.core.runner_side import RunnerInteraction
+from hostauth.core.secret_reads import not_found, read_secrets
+from hostauth.core.trail import Trail, event
 from hostauth.core.validation import create_violations, id_violations, list_violations, update_violations
 from hostauth.errors import (
-    DATABASE_UNAVAILABLE,
     Aborted,
-    DataLoss,
     FieldViolation,
-    Internal,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
-    ServiceError,
-    Unavailable,
+    Unimplemented,
 )
 from hostauth.log_repeats import Repeats
-from hostauth.store.outage import is_outage
-from hostauth.telemetry import metrics
 
 log = logging.getLogger(__name__)
 _failures = Repeats(log)
@@ -57,6 +53,13 @@ T = TypeVar("T")
 _UPSERT_ATTEMPTS = 5
 
 DEFAULT_PAGE_SIZE = 25
+
+SEALED_READ_PATH = "gitpod.v1.RunnerInteractionService/GetHostAuthenticationTokenValue"
+RUNNERS_READ_SEALED = f"a runner reads its tokens sealed to its key: call {SEALED_READ_PATH}"
+PLAINTEXT_READS_OFF = (
+    "GetHostAuthenticationTokenValue is turned off on this service (HOSTAUTH_PLAINTEXT_READS=off):"
+    f" runners read their tokens sealed to their key through {SEALED_READ_PATH}"
+)
 
 
 def resolve_subject(
@@ -121,12 +124,6 @@ def parse_id(token_id: str) -> UUID:
     return UUID(token_id)
 
 
-def not_found(token_id: UUID) -> NotFound:
-    # The same words whether the token never existed, was deleted, or (with
-    # authorization) is not the caller's to see.
-    return NotFound(f"host authentication token {token_id} not found")
-
-
 class HostAuthService:
     """RunnerConfigurationService, independent of any wire.
 
@@ -135,47 +132,35 @@ class HostAuthService:
     write, a GetValue's before any secret is returned.
     """
 
-    __slots__ = ("_cursors", "_store")
+    __slots__ = ("_cursors", "_plaintext_reads", "_store", "integrations", "runners", "trail")
 
-    def __init__(self, store: TokenVault, cursors: CursorCodec) -> None:
+    def __init__(
+        self,
+        store: TokenVault,
+        cursors: CursorCodec,
+        integrations: IntegrationVault,
+        *,
+        plaintext_reads: bool = True,
+    ) -> None:
+        """plaintext_reads: False turns GetHostAuthenticationTokenValue off
+        (secrets then leave only sealed to a runner)."""
         self._store = store
         self._cursors = cursors
+        self._plaintext_reads = plaintext_reads
+        self.trail = Trail(store.audit)
+        self.integrations = ScmIntegrations(integrations, cursors, self.trail)
+        self.runners = RunnerInteraction(store, integrations, self.trail)
 
     # -- helpers -------------------------------------------------------------
 
     @staticmethod
     def _event(call: Call, action: Action, token_id: UUID | None, outcome: str) -> AuditEvent:
-        caller = call.caller
-        return AuditEvent(
-            call.request_id,
-            action.value,
-            token_id,
-            caller.principal,
-            caller.subject_id,
-            caller.credential_id,
-            outcome,
-        )
-
-    async def _audit_refusal(self, call: Call, action: Action, token_id: UUID | None, exc: Exception) -> None:
-        """Record a refused write or secret read; a failure here is logged, the
-        refusal stands."""
-        if is_outage(exc) or isinstance(exc, Unavailable):
-            return  # the database is out: there is nowhere to record it
-        outcome = exc.code.value if isinstance(exc, ServiceError) else "internal"
-        try:
-            await self._store.audit(self._event(call, action, token_id, outcome))
-        except Exception as audit_exc:  # noqa: BLE001 # the caller gets the first error
-            metrics.audit_write_failures.inc()
-            _failures.log("audit of a refused %s failed: %s", action.value, type(audit_exc).__name__)
+        return event(call, action, outcome, token_id)
 
     async def _audited(self, call: Call, action: Action, token_id: UUID | None, work: Awaitable[T]) -> T:
         """Run a write or secret read; a refusal of it is recorded too (its
         success records itself, in the statement that writes)."""
-        try:
-            return await work
-        except Exception as exc:
-            await self._audit_refusal(call, action, token_id, exc)
-            raise
+        return await self.trail.audited(call, action, work, token_id=token_id)
 
     @staticmethod
     def _token_id_of(raw: str) -> UUID | None:
@@ -222,6 +207,10 @@ class HostAuthService:
             raise PermissionDenied(
                 "a user may only create tokens with itself as subject,"
                 " a runner only tokens with its own runner_id"
+            )
+        if record.integration_id is not None:
+            await self.integrations.check_token_integration(
+                record.integration_id, record.runner_id, record.host
             )
         secrets = Secrets(req.token, req.refresh_token)
         for _ in range(_UPSERT_ATTEMPTS):
@@ -289,12 +278,14 @@ class HostAuthService:
             response.pagination.next_token = self._cursors.encode(page[-1][1], cursor_scope)
         return response
 
-    async def _refuse_or_hide(self, call: Call, action: Action, token_id: UUID, scope: Scope) -> None:
+    async def _refuse_or_hide(
+        self, call: Call, action: Action, token_id: UUID, scope: Scope, why: str | None = None
+    ) -> None:
         """For an action the caller may not take: not_found unless it sees the token."""
         record = await self._store.get(token_id)
         if record is None or not scope.sees(record):
             raise not_found(token_id)
-        raise PermissionDenied(f"{action.value} is not allowed for this caller")
+        raise PermissionDenied(why or f"{action.value} is not allowed for this caller")
 
     async def update_host_authentication_token(
         self, req: pb.UpdateHostAuthenticationTokenRequest, call: Call
@@ -355,32 +346,19 @@ class HostAuthService:
     async def _get_value(
         self, req: pb.GetHostAuthenticationTokenValueRequest, call: Call
     ) -> pb.GetHostAuthenticationTokenValueResponse:
+        if not self._plaintext_reads:
+            raise Unimplemented(PLAINTEXT_READS_OFF)
         scope = self._visible_scope(call)
         token_id = parse_id(req.id)
         if not may(call.caller, Action.GET_VALUE):
-            await self._refuse_or_hide(call, Action.GET_VALUE, token_id, scope)
+            why = RUNNERS_READ_SEALED if call.caller.principal == identity_pb2.PRINCIPAL_RUNNER else None
+            await self._refuse_or_hide(call, Action.GET_VALUE, token_id, scope, why)
         # The read and its audit row are committed together (concurrent reads
         # share the statement): no secret is read without a record of it.
         read = SecretRead(
             token_id, scope.runner_id, scope.subject_id, self._event(call, Action.GET_VALUE, token_id, "ok")
         )
-        try:
-            found = await self._store.read_secrets(read)
-        except UnreadableSecret as exc:
-            # The trail has the read; the refusal's own audit row adds data_loss.
-            log.error("request %s: %s", call.request_id, exc)  # names id and field, never a secret
-            raise DataLoss(
-                f"the stored secrets of host authentication token {token_id} cannot be decrypted"
-            ) from None
-        except Exception as exc:  # whatever failed, no secret leaves
-            metrics.audit_write_failures.inc()  # the read and its audit row are one statement
-            if is_outage(exc):
-                raise Unavailable(DATABASE_UNAVAILABLE) from exc
-            _failures.log("GetValue read failed: %s", type(exc).__name__, exc_info=exc)
-            raise Internal("the read could not be recorded, so no secret is returned") from None
-        if found is None:
-            raise not_found(token_id)
-        record, secrets = found
+        record, secrets = await read_secrets(self._store, read, call)
         response = pb.GetHostAuthenticationTokenValueResponse(
             id=str(token_id), token=secrets.token, refresh_token=secrets.refresh_token
         )

@@ -27,20 +27,20 @@ from hostauth.auth.authenticator import Authenticator
 from hostauth.auth.jwt_verifier import JwtVerifier
 from hostauth.cli.version import build
 from hostauth.config import Settings
-from hostauth.core.cursor import CursorCodec
 from hostauth.core.service import HostAuthService
 from hostauth.crypto import Sealer
 from hostauth.crypto.keyring import KeyProviders
 from hostauth.keys.loading import load_keys
 from hostauth.keys.registry import Heartbeat, register_and_check
 from hostauth.retry import backoff_s
+from hostauth.runtime.assembly import postgres_core
 from hostauth.runtime.audit_upkeep import keep_audit_partitions
 from hostauth.runtime.cpus import cpu_budget
 from hostauth.runtime.database import admin_pool
 from hostauth.runtime.dev import ensure_dev_api_key
 from hostauth.runtime.serve import NO_EXTRAS, Extras, serve
 from hostauth.runtime.tuning import freeze_startup_heap
-from hostauth.store import ApiKeyStore, TokenStore, close_pool, connect_pool, cursor_key, is_outage
+from hostauth.store import ApiKeyStore, close_pool, connect_pool, is_outage
 from hostauth.store.coalesce import batches_in_flight_per_worker
 from hostauth.store.encryption_keys import KeyStore
 from hostauth.store.pooled import ping
@@ -50,7 +50,6 @@ from hostauth.telemetry.tracing import start_tracing, stop_tracing
 from hostauth.tls.identities import ClientIdentities, client_identities
 from hostauth.transport.calls import Calls
 from hostauth.transport.health import Probe
-from hostauth.vault import EncryptedTokens
 
 log = logging.getLogger("hostauth")
 
@@ -111,9 +110,12 @@ class _Core:
             await ensure_dev_api_key(settings, api_keys)
         self.cached_keys = CachedApiKeys(api_keys)
         await self.cached_keys.start()
-        store = TokenStore(pool, batches_in_flight=self.batches)
-        core = HostAuthService(
-            EncryptedTokens(store, sealer, self.stream), CursorCodec(await cursor_key(pool))
+        core = await postgres_core(
+            pool,
+            sealer,
+            stream=self.stream,
+            batches_in_flight=self.batches,
+            plaintext_reads=settings.plaintext_reads,
         )
         return core, Authenticator(self.cached_keys, jwt, self.identities), functools.partial(ping, pool)
 

@@ -28,8 +28,8 @@ class AuditRow:
 async def insert_audit(conn: Connection, event: AuditEvent) -> None:
     await conn.execute(
         """INSERT INTO audit_events
-               (request_id, method, token_id, principal, subject_id, credential_id, outcome)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+               (request_id, method, token_id, principal, subject_id, credential_id, outcome, integration_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
         event.request_id,
         event.method,
         event.token_id,
@@ -37,12 +37,16 @@ async def insert_audit(conn: Connection, event: AuditEvent) -> None:
         event.subject_id,
         event.credential_id,
         event.outcome,
+        event.integration_id,
     )
 
 
 _INSERT_MANY = """
-INSERT INTO audit_events (request_id, method, token_id, principal, subject_id, credential_id, outcome)
-SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::smallint[], $5::uuid[], $6::text[], $7::text[])
+INSERT INTO audit_events
+    (request_id, method, token_id, principal, subject_id, credential_id, outcome, integration_id)
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::uuid[], $4::smallint[], $5::uuid[], $6::text[], $7::text[], $8::uuid[]
+)
 """
 
 
@@ -59,6 +63,7 @@ async def insert_audits(conn: Connection, events: Sequence[AuditEvent]) -> None:
         [e.subject_id for e in events],
         [e.credential_id for e in events],
         [e.outcome for e in events],
+        [e.integration_id for e in events],
     )
     return None
 
@@ -68,6 +73,7 @@ async def list_audit(
     *,
     token_id: UUID | None = None,
     subject_id: UUID | None = None,
+    integration_id: UUID | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 1000,
@@ -78,6 +84,7 @@ async def list_audit(
     for column, op, value in (
         ("token_id", "=", token_id),
         ("subject_id", "=", subject_id),
+        ("integration_id", "=", integration_id),
         ("at", ">=", since),
         ("at", "<", until),
     ):
@@ -85,7 +92,9 @@ async def list_audit(
             params.append(value)
             where.append(f"{column} {op} ${len(params)}")
     params.append(limit)
-    columns = "at, id, request_id, method, token_id, principal, subject_id, credential_id, outcome"
+    columns = (
+        "at, id, request_id, method, token_id, principal, subject_id, credential_id, outcome, integration_id"
+    )
     condition = " AND ".join(where) or "TRUE"
     async with pooled(pool) as conn:
         # Until the rows from before partitioning are attached, they are read where they are.
@@ -106,6 +115,7 @@ async def list_audit(
                 r["subject_id"],
                 r["credential_id"],
                 r["outcome"],
+                r["integration_id"],
             ),
         )
         for r in rows

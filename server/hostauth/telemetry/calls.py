@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gitpod.v1 import runner_configuration_pb2
+from gitpod.v1 import runner_configuration_pb2, runner_interaction_pb2
 from gitpod.v1.identity_pb2 import Principal
 from hostauth.auth.caller import Caller
 from hostauth.errors import ErrorCode
@@ -27,9 +27,14 @@ if TYPE_CHECKING:
 access_log = logging.getLogger("hostauth.access")
 
 SERVICE = "gitpod.v1.RunnerConfigurationService"
+INTERACTION_SERVICE = "gitpod.v1.RunnerInteractionService"
+# Both services have it: the plaintext read and the runner's sealed one.
 GET_VALUE = "GetHostAuthenticationTokenValue"
 METHODS = tuple(
     runner_configuration_pb2.DESCRIPTOR.services_by_name["RunnerConfigurationService"].methods_by_name
+)
+INTERACTION_METHODS = tuple(
+    runner_interaction_pb2.DESCRIPTOR.services_by_name["RunnerInteractionService"].methods_by_name
 )
 OK = "OK"
 
@@ -75,10 +80,14 @@ def code_name(connect_code: str) -> str:
 class CallRecord:
     """One call, from its arrival to its answer."""
 
-    __slots__ = ("_token", "caller", "code", "method", "request_id", "span", "started", "tally", "transport")
+    __slots__ = (
+        "_token", "caller", "code", "method", "request_id", "service", "span", "started", "tally",
+        "transport",
+    )  # fmt: skip
 
-    def __init__(self, method: str, transport: str) -> None:
+    def __init__(self, method: str, transport: str, service: str = SERVICE) -> None:
         self.method = method
+        self.service = service
         self.transport = transport
         self.started = time.perf_counter()
         self.code: str | None = None  # set by whoever knows the answer first
@@ -100,18 +109,20 @@ class CallTelemetry:
         self.active = metrics or access_log or tracing.tracer is not None
         self.tally = CallTally()  # written to the metrics by flush(), each second
         if metrics:
-            known_series(SERVICE, METHODS, (GRPC, CONNECT_JSON, CONNECT_PROTO))
+            transports = (GRPC, CONNECT_JSON, CONNECT_PROTO)
+            known_series(SERVICE, METHODS, transports)
+            known_series(INTERACTION_SERVICE, INTERACTION_METHODS, transports)
 
     def begin(
-        self, method: str, transport: str, carrier: Mapping[str, str] | None = None
+        self, method: str, transport: str, carrier: Mapping[str, str] | None = None, service: str = SERVICE
     ) -> CallRecord | None:
-        """A record of a call of `method` arriving; carrier: its traceparent
-        and tracestate, when tracing."""
+        """A record of a call of `service`'s `method` arriving; carrier: its
+        traceparent and tracestate, when tracing."""
         if not self.active:
             return None
-        record = CallRecord(method, transport)
+        record = CallRecord(method, transport, service)
         if self.metrics:
-            tally = record.tally = self.tally.of(SERVICE, method, transport)
+            tally = record.tally = self.tally.of(service, method, transport)
             tally.started += 1
         if tracing.tracer is not None:
             _start_span(record, carrier or {})
@@ -143,12 +154,12 @@ def _start_span(record: CallRecord, carrier: Mapping[str, str]) -> None:
     assert tracing.tracer is not None
     parent: Context = propagate.extract(carrier)
     span = tracing.tracer.start_span(
-        f"{SERVICE}/{record.method}",
+        f"{record.service}/{record.method}",
         context=parent,
         kind=trace.SpanKind.SERVER,
         attributes={
             "rpc.system": "grpc" if record.transport == GRPC else "connect_rpc",
-            "rpc.service": SERVICE,
+            "rpc.service": record.service,
             "rpc.method": record.method,
             "hostauth.transport": record.transport,
         },
@@ -180,7 +191,9 @@ def _log_access(record: CallRecord, code: str, elapsed: float) -> None:
     request_id = record.request_id or None
     access_log.info(
         "%s %s %s %.1f ms request=%s principal=%s credential=%s",
-        record.method,
+        record.method
+        if record.service == SERVICE
+        else f"{record.service.rsplit('.', 1)[-1]}/{record.method}",
         record.transport,
         code,
         elapsed * 1000,
@@ -189,6 +202,7 @@ def _log_access(record: CallRecord, code: str, elapsed: float) -> None:
         credential or "-",
         extra={
             "method": record.method,
+            "service": record.service,
             "transport": record.transport,
             "code": code,
             "duration_ms": round(elapsed * 1000, 3),

@@ -47,13 +47,14 @@ class CallTally:
     __slots__ = ("_methods", "reads")
 
     def __init__(self) -> None:
-        self._methods: dict[tuple[str, str], MethodTally] = {}
+        self._methods: dict[tuple[str, str, str], MethodTally] = {}
         self.reads: dict[str, int] = {}
 
     def of(self, service: str, method: str, transport: str) -> MethodTally:
-        tally = self._methods.get((method, transport))
+        key = (service, method, transport)
+        tally = self._methods.get(key)
         if tally is None:
-            tally = self._methods[(method, transport)] = MethodTally((service, method, "unary", transport))
+            tally = self._methods[key] = MethodTally((service, method, "unary", transport))
         return tally
 
     def flush(self) -> None:

@@ -16,7 +16,9 @@ from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 
 from gitpod.v1 import runner_configuration_pb2 as pb
+from gitpod.v1 import runner_interaction_pb2 as ri
 from gitpod.v1.runner_configuration_connect import RunnerConfigurationServiceASGIApplication
+from gitpod.v1.runner_interaction_connect import RunnerInteractionServiceASGIApplication
 from hostauth.auth.authenticator import request_id_from
 from hostauth.auth.caller import Call
 from hostauth.core.service import HostAuthService
@@ -26,7 +28,6 @@ from hostauth.telemetry.calls import (
     CONNECT_JSON,
     CONNECT_PROTO,
     OK,
-    SERVICE,
     CallRecord,
     CallTelemetry,
     code_name,
@@ -36,6 +37,7 @@ from hostauth.transport.calls import Calls, CoreMethod, Refused
 from hostauth.transport.codecs import connect_codecs
 from hostauth.transport.cors import Cors
 from hostauth.transport.health import HEALTH_PATHS, Readiness, answer_health
+from hostauth.transport.methods import CONFIGURATION, INTERACTION, METHODS, qualified
 from hostauth.transport.status import STATUS
 
 Req = TypeVar("Req")
@@ -43,11 +45,9 @@ Res = TypeVar("Res")
 Ctx = RequestContext[Any, Any]
 
 LIST_PATH = "/gitpod.v1.RunnerConfigurationService/ListHostAuthenticationTokens"
-# The service's methods by path: only these are counted (a path is the caller's to choose).
-_METHODS = {
-    f"/{SERVICE}/{name}": name
-    for name in pb.DESCRIPTOR.services_by_name["RunnerConfigurationService"].methods_by_name
-}
+# The services' methods by path: only these are counted (a path is the caller's to choose).
+_METHODS = {f"/{service}/{name}": (service, name) for service, methods in METHODS.items() for name in methods}
+_INTERACTION_PREFIX = f"/{INTERACTION}/"
 # The telemetry record of the call being served, for the adapter to fill in.
 _current_record: ContextVar[CallRecord | None] = ContextVar("call_record", default=None)
 # The query parameters of the List request being served, if it had any.
@@ -77,8 +77,8 @@ async def _list(
     return await core.list_host_authentication_tokens(request, call)
 
 
-class ConnectRunnerConfiguration:
-    """Implements the generated RunnerConfigurationService protocol."""
+class _Adapter:
+    """The step every Connect call takes into Calls."""
 
     __slots__ = ("_calls",)
 
@@ -92,7 +92,7 @@ class ConnectRunnerConfiguration:
         record = _current_record.get()
         try:
             return await self._calls.answer(
-                ctx.method.name,
+                qualified(ctx.method.service_name, ctx.method.name),
                 headers.getall("authorization"),
                 rid,
                 method,
@@ -104,6 +104,12 @@ class ConnectRunnerConfiguration:
             if record is not None:
                 record.code = CODE_NAMES[refused.code]
             raise ConnectError(STATUS[refused.code][1], refused.message) from None
+
+
+class ConnectRunnerConfiguration(_Adapter):
+    """Implements the generated RunnerConfigurationService protocol."""
+
+    __slots__ = ()
 
     async def create_host_authentication_token(
         self, request: pb.CreateHostAuthenticationTokenRequest, ctx: Ctx, /
@@ -135,13 +141,60 @@ class ConnectRunnerConfiguration:
     ) -> pb.GetHostAuthenticationTokenValueResponse:
         return await self._call(HostAuthService.get_host_authentication_token_value, request, ctx)
 
+    async def create_scm_integration(
+        self, request: pb.CreateSCMIntegrationRequest, ctx: Ctx, /
+    ) -> pb.CreateSCMIntegrationResponse:
+        return await self._call(METHODS_OF["CreateSCMIntegration"], request, ctx)
+
+    async def get_scm_integration(
+        self, request: pb.GetSCMIntegrationRequest, ctx: Ctx, /
+    ) -> pb.GetSCMIntegrationResponse:
+        return await self._call(METHODS_OF["GetSCMIntegration"], request, ctx)
+
+    async def list_scm_integrations(
+        self, request: pb.ListSCMIntegrationsRequest, ctx: Ctx, /
+    ) -> pb.ListSCMIntegrationsResponse:
+        return await self._call(METHODS_OF["ListSCMIntegrations"], request, ctx)
+
+    async def update_scm_integration(
+        self, request: pb.UpdateSCMIntegrationRequest, ctx: Ctx, /
+    ) -> pb.UpdateSCMIntegrationResponse:
+        return await self._call(METHODS_OF["UpdateSCMIntegration"], request, ctx)
+
+    async def delete_scm_integration(
+        self, request: pb.DeleteSCMIntegrationRequest, ctx: Ctx, /
+    ) -> pb.DeleteSCMIntegrationResponse:
+        return await self._call(METHODS_OF["DeleteSCMIntegration"], request, ctx)
+
+
+METHODS_OF: dict[str, CoreMethod[Any, Any]] = {
+    name: method for name, (method, _) in METHODS[CONFIGURATION].items()
+}
+_INTERACTION_OF: dict[str, CoreMethod[Any, Any]] = {
+    name: method for name, (method, _) in METHODS[INTERACTION].items()
+}
+
+
+class ConnectRunnerInteraction(_Adapter):
+    """Implements the generated RunnerInteractionService protocol."""
+
+    __slots__ = ()
+
+    async def signup(self, request: ri.SignupRequest, ctx: Ctx, /) -> ri.SignupResponse:
+        return await self._call(_INTERACTION_OF["Signup"], request, ctx)
+
+    async def get_host_authentication_token_value(
+        self, request: ri.RunnerInteractionServiceGetHostAuthenticationTokenValueRequest, ctx: Ctx, /
+    ) -> ri.RunnerInteractionServiceGetHostAuthenticationTokenValueResponse:
+        return await self._call(_INTERACTION_OF["GetHostAuthenticationTokenValue"], request, ctx)
+
 
 class ConnectApp:
     """The ASGI app: the generated Connect application, plus List's query,
     and any routes of an embedding program's own (the benchmark's echo),
     checked in the same step rather than by an app wrapped around this one."""
 
-    __slots__ = ("_cors", "_inner", "_readiness", "_routes", "_telemetry")
+    __slots__ = ("_cors", "_inner", "_interaction", "_readiness", "_routes", "_telemetry")
 
     def __init__(
         self,
@@ -150,8 +203,10 @@ class ConnectApp:
         readiness: Readiness | None = None,
         cors: Cors | None = None,
         telemetry: CallTelemetry | None = None,
+        interaction: RunnerInteractionServiceASGIApplication | None = None,
     ) -> None:
         self._inner = inner
+        self._interaction = interaction
         self._routes = routes
         self._readiness = readiness
         self._cors = cors
@@ -179,10 +234,10 @@ class ConnectApp:
         await self._serve(scope, receive, send)
 
     async def _observed(
-        self, telemetry: CallTelemetry, method: str, scope: Any, receive: Any, send: Any
+        self, telemetry: CallTelemetry, method: tuple[str, str], scope: Any, receive: Any, send: Any
     ) -> None:
         transport, carrier = _transport_and_trace(scope)
-        record = telemetry.begin(method, transport, carrier)
+        record = telemetry.begin(method[1], transport, carrier, method[0])
         assert record is not None
         watch = _AnswerWatch(send, record)
         token = _current_record.set(record)
@@ -202,6 +257,9 @@ class ConnectApp:
                 await self._inner(scope, receive, send)
             finally:
                 _list_query.reset(token)
+            return
+        if self._interaction is not None and scope["path"].startswith(_INTERACTION_PREFIX):
+            await self._interaction(scope, receive, send)
             return
         await self._inner(scope, receive, send)
 
@@ -324,4 +382,7 @@ def build_connect_app(
         readiness,
         Cors(cors_origins) if cors_origins else None,
         calls.telemetry,
+        RunnerInteractionServiceASGIApplication(
+            ConnectRunnerInteraction(calls), read_max_bytes=max_message_bytes, codecs=connect_codecs()
+        ),
     )

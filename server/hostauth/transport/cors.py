@@ -16,7 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 # Never cross-origin: the method that answers with secrets.
-SECRET_PATHS = frozenset({"/gitpod.v1.RunnerConfigurationService/GetHostAuthenticationTokenValue"})
+SECRET_PATHS = frozenset(
+    {
+        "/gitpod.v1.RunnerConfigurationService/GetHostAuthenticationTokenValue",
+        "/gitpod.v1.RunnerInteractionService/GetHostAuthenticationTokenValue",
+    }
+)
 
 _ALLOW_HEADERS = (
     b"Content-Type, Connect-Protocol-Version, Connect-Timeout-Ms, Connect-Accept-Encoding, Content-Encoding,"

@@ -13,19 +13,19 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.auth.authenticator import request_id_from
 from hostauth.auth.caller import Call
 from hostauth.core.service import HostAuthService
 from hostauth.telemetry.calls import CODE_NAMES, GRPC, OK
 from hostauth.tls.identities import identity_of_pem
 from hostauth.transport.calls import Calls, CoreMethod, Refused, Undecodable
+from hostauth.transport.methods import CONFIGURATION, METHODS, SERVICES, qualified
 from hostauth.transport.status import STATUS
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RunnerConfigurationService"].full_name
+SERVICE_NAME = CONFIGURATION
 
 
 Context = grpc.aio.ServicerContext
@@ -36,7 +36,16 @@ log = logging.getLogger(__name__)
 # so a departed client's write has the same outcome on every wire. Create
 # already runs in a statement shared with other requests, which completes.
 # A deadline still calls it off, as on Connect (see _DEADLINE_SLACK_S).
-_FINISHED_WHEN_LEFT = frozenset({"UpdateHostAuthenticationToken", "DeleteHostAuthenticationToken"})
+_FINISHED_WHEN_LEFT = frozenset(
+    {
+        "UpdateHostAuthenticationToken",
+        "DeleteHostAuthenticationToken",
+        "CreateSCMIntegration",
+        "UpdateSCMIntegration",
+        "DeleteSCMIntegration",
+        "Signup",
+    }
+)
 
 
 # A client's own deadline usually ends the call first: it resets the stream
@@ -76,6 +85,7 @@ async def _finished_unless_late(work: Awaitable[Res], context: Context[Any, Any]
 
 async def _call(
     calls: Calls,
+    service: str,
     name: str,
     method: CoreMethod[Req, Res],
     request: Req | Undecodable,
@@ -93,7 +103,7 @@ async def _call(
         elif key in _TRACE_KEYS and isinstance(value, str):
             carrier[key] = value
     telemetry = calls.telemetry
-    record = telemetry.begin(name, GRPC, carrier) if telemetry.active else None
+    record = telemetry.begin(name, GRPC, carrier, service) if telemetry.active else None
     rid = request_id_from(request_id)
     # The request id goes back in the trailers, which travel with the status,
     # refusals included: initial metadata of its own would be a separate send
@@ -102,7 +112,9 @@ async def _call(
     if name in _FINISHED_WHEN_LEFT:
         method = _finishing(method, context, calls)
     try:
-        result = await calls.answer(name, authorization, rid, method, request, peer, record)
+        result = await calls.answer(
+            qualified(service, name), authorization, rid, method, request, peer, record
+        )
     except Refused as refused:
         code, message = refused.code, refused.message
     except asyncio.CancelledError:
@@ -144,16 +156,17 @@ def _decoder(message_type: type[Message]) -> Callable[[bytes], Message | Undecod
 
 def _method_handler(
     calls: Calls,
+    service: str,
     name: str,
     method: CoreMethod[Any, Message],
     request_type: type[Message],
     client_certs: bool = False,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: Message | Undecodable, context: Context[Any, Any]) -> Message:
-        return await _call(calls, name, method, request, context)
+        return await _call(calls, service, name, method, request, context)
 
     async def handle_with_peer(request: Message | Undecodable, context: Context[Any, Any]) -> Message:
-        return await _call(calls, name, method, request, context, _peer(context))
+        return await _call(calls, service, name, method, request, context, _peer(context))
 
     return grpc.unary_unary_rpc_method_handler(
         handle_with_peer if client_certs else handle,
@@ -162,35 +175,10 @@ def _method_handler(
     )
 
 
-def core_methods() -> dict[str, tuple[CoreMethod[Any, Message], type[Message]]]:
-    """Each RPC of the proto service by its wire name: the core method that
+def core_methods(service: str = CONFIGURATION) -> dict[str, tuple[CoreMethod[Any, Message], type[Message]]]:
+    """Each RPC of a proto service by its wire name: the core method that
     answers it (unbound), and its request type."""
-    return {
-        "CreateHostAuthenticationToken": (
-            HostAuthService.create_host_authentication_token,
-            pb.CreateHostAuthenticationTokenRequest,
-        ),
-        "GetHostAuthenticationToken": (
-            HostAuthService.get_host_authentication_token,
-            pb.GetHostAuthenticationTokenRequest,
-        ),
-        "ListHostAuthenticationTokens": (
-            HostAuthService.list_host_authentication_tokens,
-            pb.ListHostAuthenticationTokensRequest,
-        ),
-        "UpdateHostAuthenticationToken": (
-            HostAuthService.update_host_authentication_token,
-            pb.UpdateHostAuthenticationTokenRequest,
-        ),
-        "DeleteHostAuthenticationToken": (
-            HostAuthService.delete_host_authentication_token,
-            pb.DeleteHostAuthenticationTokenRequest,
-        ),
-        "GetHostAuthenticationTokenValue": (
-            HostAuthService.get_host_authentication_token_value,
-            pb.GetHostAuthenticationTokenValueRequest,
-        ),
-    }
+    return METHODS[service]
 
 
 _PEERS_KEPT = 1024
@@ -210,12 +198,19 @@ def _peer(context: Context[Any, Any]) -> str | None:
     return _peers[pem]
 
 
-def service_handler(calls: Calls, *, client_certs: bool = False) -> grpc.GenericRpcHandler[Any, Any]:
-    handlers = {
-        name: _method_handler(calls, name, method, request_type, client_certs)
-        for name, (method, request_type) in core_methods().items()
-    }
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+def service_handlers(
+    calls: Calls, *, client_certs: bool = False
+) -> tuple[grpc.GenericRpcHandler[Any, Any], ...]:
+    return tuple(
+        grpc.method_handlers_generic_handler(
+            service,
+            {
+                name: _method_handler(calls, service, name, method, request_type, client_certs)
+                for name, (method, request_type) in METHODS[service].items()
+            },
+        )
+        for service in SERVICES
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +219,7 @@ class GrpcServer:
     health: Any  # health.aio.HealthServicer: grpc-stubs does not know the aio module
 
     async def mark_serving(self) -> None:
-        for name in ("", SERVICE_NAME):
+        for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def publish(self, ready: bool) -> None:
@@ -232,7 +227,7 @@ class GrpcServer:
         await (self.mark_serving() if ready else self.mark_not_serving())
 
     async def mark_not_serving(self) -> None:
-        for name in ("", SERVICE_NAME):
+        for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
@@ -266,10 +261,10 @@ def build_grpc_server(
             ("grpc.max_metadata_size", _MAX_METADATA_BYTES),
         ]
     )
-    server.add_generic_rpc_handlers((service_handler(calls, client_certs=client_certs),))
+    server.add_generic_rpc_handlers(service_handlers(calls, client_certs=client_certs))
     if extra_handlers:
         server.add_generic_rpc_handlers(extra_handlers)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined] # public, unstubbed
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     return GrpcServer(server, health_servicer)
