@@ -22,17 +22,20 @@ import pytest
 
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
-from hostauth.auth.caller import Call
+from gitpod.v1 import runner_interaction_pb2 as ri
+from hostauth.auth.caller import Call, Caller
 from hostauth.core.service import HostAuthService
 from hostauth.crypto import KeyProviders, LocalKeyring, Sealer
 from hostauth.crypto.keyring import generate_keyring_json
 from hostauth.keys.registry import FORGET_AFTER, Heartbeat, register_and_check
 from hostauth.keys.rotation import rewrap, rotate
+from hostauth.runner_client import RunnerKey
 from hostauth.runtime.assembly import postgres_core
 from hostauth.store import ApiKeyStore, connect_pool
 from hostauth.store.encryption_keys import KeyStore, ReplicaRow, RewrapRow
 from tests.support.cli import run_cli
 from tests.support.db import create_database
+from tests.support.integrations import integration_request
 from tests.support.lifecycle import create, get_value, update
 from tests.support.processes import ROOT, start_server, wait_serving
 from tests.support.requests import create_request, secret
@@ -126,6 +129,31 @@ async def test_retire_refuses_while_rows_use_the_key(key_env: KeyEnv, admin_call
     status = await run_cli_env(env, "keys", "status")
     assert "k-old  active  ciphertexts=6" in status.stdout  # token and refresh token of 3 rows
     assert "k-new  primary  ciphertexts=0" in status.stdout
+
+
+async def test_integration_client_secrets_rotate_with_the_tokens(key_env: KeyEnv, admin_call: Call) -> None:
+    """A client secret under the old key holds the key until rewrapped, and
+    reads back after: retire never strands an integration."""
+    runner = RunnerKey.generate()
+    runner_id = uuid4()
+    as_runner = Call(Caller(identity_pb2.PRINCIPAL_RUNNER, runner_id, "test:runner"), "test-request")
+    await key_env.core.runners.signup(ri.SignupRequest(public_key=runner.public_der), as_runner)
+    req = integration_request(str(runner_id))
+    made = await key_env.core.integrations.create(req, admin_call)
+    env = key_env.env()
+    assert (await run_cli_env(env, "keys", "rotate", "k-new")).returncode == 0
+    refused = await run_cli_env(env, "keys", "retire", "k-old")
+    assert "key k-old is still used by 1 row(s)" in refused.stderr
+    status = await run_cli_env(env, "keys", "status")
+    assert "k-old  active  ciphertexts=1" in status.stdout
+    rewrapped = await run_cli_env(env, "keys", "rewrap")
+    assert rewrapped.returncode == 0, rewrapped.stderr
+    assert "rewrap: 1 row(s) to re-wrap under k-new" in rewrapped.stderr
+    assert (await run_cli_env(env, "keys", "retire", "k-old")).returncode == 0
+    async with key_env.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT client_secret_kek_id FROM scm_integrations") == "k-new"
+    got = await key_env.core.integrations.get(pb.GetSCMIntegrationRequest(id=made.id), admin_call)
+    assert runner.open(got.integration.oauth.encrypted_client_secret) == req.oauth_plaintext_client_secret
 
 
 async def run_cli_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

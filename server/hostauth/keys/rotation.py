@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TextIO
 from uuid import UUID
 
-from hostauth.core.model import FIELD_REFRESH_TOKEN, FIELD_TOKEN
+from hostauth.core.model import FIELD_CLIENT_SECRET, FIELD_REFRESH_TOKEN, FIELD_TOKEN
 from hostauth.crypto import Sealer, SecretContext, key_id_of
 from hostauth.crypto.keyring import KeyProviders
 from hostauth.keys.registry import KeyAdminError, live_window
@@ -84,6 +84,24 @@ async def _rewrap_row(
     return row, token, key_id_of(token), refresh, key_id_of(refresh) if refresh is not None else None
 
 
+async def _rewrap_integrations(
+    sealer: Sealer, store: KeyStore, primary: str, batch_size: int
+) -> tuple[int, bool]:
+    """One pass over the SCM integrations' client secrets: how many were
+    written, and whether any was found."""
+    done, found = 0, False
+    after: UUID | None = None
+    while batch := await store.integration_rewrap_batch(primary, after, batch_size):
+        after, found = batch[-1][0], True
+        rewrapped = []
+        for integration_id, generation, ciphertext in batch:
+            context = SecretContext(str(integration_id), FIELD_CLIENT_SECRET)
+            new = Ciphertext(await sealer.rewrap(ciphertext, context))
+            rewrapped.append((integration_id, generation, new, key_id_of(new)))
+        done += await store.store_rewrapped_integrations(rewrapped)
+    return done, found
+
+
 async def rewrap(
     sealer: Sealer,
     store: KeyStore,
@@ -121,5 +139,7 @@ async def rewrap(
             print(f"rewrap: {done}/{total} rows ({rate:.0f} rows/s)", file=out, flush=True)
             if pause_s:
                 await asyncio.sleep(pause_s)
-        if not found_any:
+        written, found = await _rewrap_integrations(sealer, store, primary, batch_size)
+        done += written
+        if not (found_any or found):
             return done

@@ -91,8 +91,9 @@ class KeyTx:
 
     async def rows_using(self, key_id: str) -> int:
         count: int = await self._conn.fetchval(
-            """SELECT count(*) FROM host_authentication_tokens
-               WHERE token_kek_id = $1 OR refresh_token_kek_id = $1""",
+            """SELECT (SELECT count(*) FROM host_authentication_tokens
+                       WHERE token_kek_id = $1 OR refresh_token_kek_id = $1)
+                    + (SELECT count(*) FROM scm_integrations WHERE client_secret_kek_id = $1)""",
             key_id,
         )
         return count
@@ -129,14 +130,17 @@ class KeyStore:
         return found
 
     async def keys_in_use(self) -> dict[str, int]:
-        """Rows (ciphertexts) per key id, as the token table has them."""
+        """Ciphertexts per key id, as the token and integration tables have them."""
         async with pooled(self._pool) as conn:
             rows = await conn.fetch(
                 """SELECT kek, count(*) AS n FROM (
                        SELECT token_kek_id AS kek FROM host_authentication_tokens
                        UNION ALL
                        SELECT refresh_token_kek_id FROM host_authentication_tokens
-                       WHERE refresh_token_kek_id IS NOT NULL) used
+                       WHERE refresh_token_kek_id IS NOT NULL
+                       UNION ALL
+                       SELECT client_secret_kek_id FROM scm_integrations
+                       WHERE client_secret_kek_id IS NOT NULL) used
                    GROUP BY kek"""
             )
         return {r["kek"]: r["n"] for r in rows}
@@ -193,11 +197,50 @@ class KeyStore:
     async def count_not_under(self, primary: str) -> int:
         async with pooled(self._pool) as conn:
             count: int = await conn.fetchval(
-                """SELECT count(*) FROM host_authentication_tokens
-                   WHERE token_kek_id <> $1 OR refresh_token_kek_id <> $1""",
+                """SELECT (SELECT count(*) FROM host_authentication_tokens
+                           WHERE token_kek_id <> $1 OR refresh_token_kek_id <> $1)
+                        + (SELECT count(*) FROM scm_integrations WHERE client_secret_kek_id <> $1)""",
                 primary,
             )
         return count
+
+    async def integration_rewrap_batch(
+        self, primary: str, after: UUID | None, limit: int
+    ) -> list[tuple[UUID, int, Ciphertext]]:
+        """The next integrations (by id) whose client secret is under a key
+        other than `primary`: id, generation, ciphertext."""
+        async with pooled(self._pool) as conn:
+            rows = await conn.fetch(
+                """SELECT id, generation, client_secret_ciphertext FROM scm_integrations
+                   WHERE client_secret_kek_id <> $1 AND ($2::uuid IS NULL OR id > $2)
+                   ORDER BY id LIMIT $3""",
+                primary,
+                after,
+                limit,
+            )
+        return [(r["id"], r["generation"], Ciphertext(r["client_secret_ciphertext"])) for r in rows]
+
+    async def store_rewrapped_integrations(self, rows: list[tuple[UUID, int, Ciphertext, str]]) -> int:
+        """As store_rewrapped, for integrations' client secrets."""
+        async with pooled(self._pool) as conn:
+            written: int = await conn.fetchval(
+                """WITH new AS (
+                       SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::text[])
+                           AS n(id, generation, secret, kek)),
+                   written AS (
+                       UPDATE scm_integrations i
+                       SET client_secret_ciphertext = new.secret, client_secret_kek_id = new.kek,
+                           generation = i.generation + 1
+                       FROM new
+                       WHERE i.id = new.id AND i.generation = new.generation
+                       RETURNING 1)
+                   SELECT count(*) FROM written""",
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                [r[3] for r in rows],
+            )
+        return written
 
     async def store_rewrapped(
         self, rows: list[tuple[RewrapRow, Ciphertext, str, Ciphertext | None, str | None]]

@@ -28,9 +28,12 @@ async def fleet_counts(pool: asyncpg.Pool) -> FleetCounts:
                FROM encryption_keys GROUP BY state"""
         )
         pending: int = await conn.fetchval(
-            """SELECT count(*) FROM host_authentication_tokens t
-               WHERE EXISTS (SELECT 1 FROM encryption_keys k WHERE k.state = 'primary'
-                             AND (t.token_kek_id <> k.id OR t.refresh_token_kek_id <> k.id))"""
+            """SELECT (SELECT count(*) FROM host_authentication_tokens t
+                       WHERE EXISTS (SELECT 1 FROM encryption_keys k WHERE k.state = 'primary'
+                                     AND (t.token_kek_id <> k.id OR t.refresh_token_kek_id <> k.id)))
+                    + (SELECT count(*) FROM scm_integrations i
+                       WHERE EXISTS (SELECT 1 FROM encryption_keys k WHERE k.state = 'primary'
+                                     AND i.client_secret_kek_id <> k.id))"""
         )
         expired = await conn.fetch(
             """SELECT host, count(*) AS n FROM host_authentication_tokens
