@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install gen check-gen lint breaking test system-postgres run bench bench-rewrap bench-ab bench-idle chaos clean lock dist
+.PHONY: install gen check-gen lint breaking test system-postgres system-tools run bench bench-rewrap bench-ab bench-idle chaos clean lock dist
 
 # What CI and a checkout install: the locked versions, hashes checked, then
 # the package itself (editable) without resolving anything again.
@@ -57,12 +57,16 @@ breaking: install
 
 # The fast tier first (no PostgreSQL), then the rest. TLS to PostgreSQL is
 # tested on Debian's PostgreSQL (the embedded one is built without SSL).
-test: install check-gen system-postgres
+test: install check-gen system-postgres system-tools
 	$(PY) -m pytest -q tests/unit
 	$(PY) -m pytest -q tests/service tests/process
 
 system-postgres:
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || apt-get install -y -q postgresql >/dev/null
+
+# The README's runner example uses openssl (the key pair) and jq (an id from an answer).
+system-tools:
+	@command -v openssl >/dev/null && command -v jq >/dev/null || apt-get install -y -q openssl jq >/dev/null
 
 run: install
 	$(VENV)/bin/hostauth serve --dev

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import uuid4
 
@@ -17,7 +16,6 @@ import pytest
 
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
-from hostauth.auth.api_keys import new_api_key
 from hostauth.store import ApiKeyStore, connect_pool
 from hostauth.store.migrate import load_migrations
 from tests.support.db import create_database
@@ -79,30 +77,6 @@ def test_readme_has_the_three_calls() -> None:
     assert any("buf curl" in c and "--protocol grpc" in c for c in commands)
     assert any("buf curl" in c and "--protocol grpc" not in c for c in commands)
     assert any(c.startswith("curl") for c in commands)
-
-
-@pytest.fixture
-def dev_api_key() -> str:
-    return remember(new_api_key())
-
-
-@pytest.fixture
-async def dev_server(admin_dsn: str, log_dir: Path, dev_api_key: str) -> AsyncIterator[ServerProcess]:
-    dsn = await create_database(admin_dsn)
-    server = start_server(
-        log_dir,
-        {
-            "DATABASE_URL": dsn,
-            "HOSTAUTH_DATA_DIR": str(log_dir / "data"),
-            "HOSTAUTH_DEV_API_KEY": dev_api_key,
-        },
-        args=("--dev",),
-    )
-    await wait_serving(server)
-    yield server
-    log = server.stop()
-    assert "serving Connect" in log
-    assert leaks(log) == []
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])

@@ -19,7 +19,7 @@ from hostauth.store import ApiKeyStore
 from tests.support.lifecycle import create, delete, get, get_value, list_all, list_page, update
 from tests.support.requests import create_request
 from tests.support.serving import make_api_key
-from tests.support.wire import RpcError, Wire
+from tests.support.wire import Wire, outcome
 
 P = identity_pb2
 
@@ -94,14 +94,6 @@ def expected(caller: Caller, action: Action, token: pb.HostAuthenticationToken |
     if token is None or not scope.sees(record_of(token)):
         return "not_found"
     return "ok" if may(caller, action) else "permission_denied"
-
-
-async def outcome(call: Awaitable[object]) -> tuple[str, str]:
-    try:
-        await call
-    except RpcError as exc:
-        return exc.code, exc.message
-    return "ok", ""
 
 
 def own_request(who: Who, subject_id: UUID) -> pb.CreateHostAuthenticationTokenRequest:

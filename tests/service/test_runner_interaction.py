@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Awaitable
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -26,17 +25,9 @@ from tests.support.integrations import SEALED_READ, new_runner, sealed_read, sig
 from tests.support.lifecycle import create, get_value
 from tests.support.requests import create_request
 from tests.support.serving import make_api_key, serving
-from tests.support.wire import ConnectWire, GrpcWire, RpcError, Wire
+from tests.support.wire import ConnectWire, GrpcWire, Wire, outcome
 
 P = identity_pb2
-
-
-async def outcome(call: Awaitable[object]) -> tuple[str, str]:
-    try:
-        await call
-    except RpcError as exc:
-        return exc.code, exc.message
-    return "ok", ""
 
 
 async def trail(pool: asyncpg.Pool, subject_id: str) -> list[tuple[str, str, UUID | None]]:

@@ -5,7 +5,6 @@ integration, and who may do what."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -27,17 +26,9 @@ from tests.support.integrations import (
 from tests.support.lifecycle import create, get
 from tests.support.requests import create_request, secret
 from tests.support.serving import make_api_key
-from tests.support.wire import RpcError, Wire
+from tests.support.wire import Wire, outcome
 
 P = identity_pb2
-
-
-async def outcome(call: Awaitable[object]) -> tuple[str, str]:
-    try:
-        await call
-    except RpcError as exc:
-        return exc.code, exc.message
-    return "ok", ""
 
 
 async def audit_of(pool: asyncpg.Pool, integration_id: str) -> list[tuple[str, str, UUID | None]]:

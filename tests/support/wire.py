@@ -10,6 +10,7 @@ import base64
 import copy
 import json
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -69,6 +70,15 @@ class RpcError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+async def outcome(call: Awaitable[object]) -> tuple[str, str]:
+    """("ok", "") or the call's (code, message)."""
+    try:
+        await call
+    except RpcError as exc:
+        return exc.code, exc.message
+    return "ok", ""
 
 
 class Wire(Protocol):
