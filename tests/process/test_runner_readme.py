@@ -58,7 +58,7 @@ def test_every_new_method_has_its_curl_example() -> None:
 async def test_the_readme_round(
     dev_server: ServerProcess, dev_api_key: str, dev_dsn: str, tmp_path: Path
 ) -> None:
-    for literal in ("gho_xxxxxxxxxxxx", "ghr_xxxxxxxxxxxx", "client_secret", "rotated_client_secret"):
+    for literal in ("gho_xxxxxxxxxxxx", "ghr_xxxxxxxxxxxx", "cs_xxxxxxxxxxxx", "cs_yyyyyyyyyyyy"):
         remember(literal)
     shell = blocks("sh")
     (python,) = blocks("python")
@@ -96,11 +96,11 @@ async def test_the_readme_round(
     assert sealed["tokenId"] == token["id"]
     integration = json.loads(out[5])["integration"]
     assert integration["oauth"]["clientId"] == "client_id"
-    assert box.decrypt(base64.b64decode(integration["oauth"]["encryptedClientSecret"])) == b"client_secret"
+    assert box.decrypt(base64.b64decode(integration["oauth"]["encryptedClientSecret"])) == b"cs_xxxxxxxxxxxx"
     listed = json.loads(out[6])["integrations"]
     assert [i["id"] for i in listed] == [integration["id"]]
     assert json.loads(out[7]) == {}  # Update
     assert out[8].split()[0] == token["id"]  # the Python example printed the token's id
     assert json.loads(out[9]) == {}  # Delete
-    for plain in (b"gho_xxxxxxxxxxxx", b"ghr_xxxxxxxxxxxx", b"client_secret"):
+    for plain in (b"gho_xxxxxxxxxxxx", b"ghr_xxxxxxxxxxxx", b"cs_xxxxxxxxxxxx", b"cs_yyyyyyyyyyyy"):
         assert plain not in result.stdout

@@ -18,6 +18,7 @@ from hostauth.core.cursor import CursorCodec
 from hostauth.core.model import SecretRead, Secrets, TokenChanges, TokenRecord, UnreadableSecret
 from hostauth.core.policy import READ_SECRETS
 from hostauth.core.service import HostAuthService
+from hostauth.crypto import sealed_box
 from hostauth.crypto.sealed_box import der_of
 from hostauth.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied
 from tests.support.memory_vault import MemoryIntegrations, MemoryVault
@@ -40,7 +41,7 @@ def vault() -> MemoryVault:
 
 @pytest.fixture
 def core(vault: MemoryVault) -> HostAuthService:
-    return HostAuthService(vault, CursorCodec(os.urandom(32)), MemoryIntegrations())
+    return HostAuthService(vault, CursorCodec(os.urandom(32)), MemoryIntegrations(), sealed_box)
 
 
 async def test_create_stores_plaintext_through_the_vault_and_audits_it(

@@ -14,7 +14,7 @@ from hostauth.auth.caller import Call
 from hostauth.core.cursor import CursorCodec
 from hostauth.core.model import KEEP, IntegrationChanges, IntegrationRecord, Keep, StoredIntegration
 from hostauth.core.policy import Action, integration_scope, may
-from hostauth.core.port import IntegrationVault
+from hostauth.core.port import IntegrationVault, RunnerBoxes
 from hostauth.core.trail import Trail, event
 from hostauth.core.validation import (
     create_integration_violations,
@@ -22,13 +22,12 @@ from hostauth.core.validation import (
     list_integrations_violations,
     update_integration_violations,
 )
-from hostauth.crypto.sealed_box import seal
 from hostauth.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, PermissionDenied
 
 DEFAULT_PAGE_SIZE = 25
 
 
-def integration_message(stored: StoredIntegration[str]) -> pb.SCMIntegration:
+def integration_message(stored: StoredIntegration[str], boxes: RunnerBoxes) -> pb.SCMIntegration:
     """An integration as the API returns it: the client secret sealed to its
     runner's key, or empty while that runner has none."""
     record = stored.record
@@ -45,7 +44,7 @@ def integration_message(stored: StoredIntegration[str]) -> pb.SCMIntegration:
         if record.issuer_url:
             oauth.issuer_url = record.issuer_url
         if stored.client_secret is not None and stored.runner_key is not None:
-            oauth.encrypted_client_secret = seal(stored.runner_key, stored.client_secret.encode())
+            oauth.encrypted_client_secret = boxes.seal(stored.runner_key, stored.client_secret.encode())
     elif record.issuer_url:
         msg.oauth.issuer_url = record.issuer_url
     if record.virtual_directory is not None:
@@ -66,10 +65,13 @@ def _optional(req: pb.CreateSCMIntegrationRequest, name: str) -> str | None:
 class ScmIntegrations:
     """Create, Get, List, Update, Delete of SCM integrations."""
 
-    __slots__ = ("_cursors", "_trail", "_vault")
+    __slots__ = ("_boxes", "_cursors", "_trail", "_vault")
 
-    def __init__(self, vault: IntegrationVault, cursors: CursorCodec, trail: Trail) -> None:
+    def __init__(
+        self, vault: IntegrationVault, cursors: CursorCodec, trail: Trail, boxes: RunnerBoxes
+    ) -> None:
         self._vault = vault
+        self._boxes = boxes
         self._cursors = cursors
         self._trail = trail
 
@@ -152,7 +154,7 @@ class ScmIntegrations:
         if not may(call.caller, Action.GET_INTEGRATION):
             raise not_found(integration_id)
         stored = await self._visible(call, integration_id)
-        return pb.GetSCMIntegrationResponse(integration=integration_message(stored))
+        return pb.GetSCMIntegrationResponse(integration=integration_message(stored, self._boxes))
 
     async def list(self, req: pb.ListSCMIntegrationsRequest, call: Call) -> pb.ListSCMIntegrationsResponse:
         self._require(call, Action.LIST_INTEGRATIONS)
@@ -172,7 +174,9 @@ class ScmIntegrations:
         page_size = req.pagination.page_size or DEFAULT_PAGE_SIZE
         rows = await self._vault.list(runner_ids, after, page_size + 1)
         page = rows[:page_size]
-        response = pb.ListSCMIntegrationsResponse(integrations=[integration_message(s) for s in page])
+        response = pb.ListSCMIntegrationsResponse(
+            integrations=[integration_message(s, self._boxes) for s in page]
+        )
         if len(rows) > page_size:
             response.pagination.next_token = self._cursors.encode(page[-1].position, cursor_scope)
         return response

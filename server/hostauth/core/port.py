@@ -75,6 +75,19 @@ class TokenVault(Protocol):
         ...
 
 
+class RunnerBoxes(Protocol):
+    """Sealed boxes to a runner's X25519 key (hostauth/crypto/sealed_box.py):
+    the one cipher the core asks for, by this interface."""
+
+    def raw_x25519_key(self, der: bytes) -> bytes:
+        """The raw key of a PKIX DER X25519 public key; ValueError saying why not."""
+        ...
+
+    def seal(self, raw_key: bytes, plaintext: bytes) -> bytes:
+        """An anonymous sealed box of plaintext to the key."""
+        ...
+
+
 class IntegrationVault(Protocol):
     """SCM integrations and runners' keys: plaintext client secrets in and
     out; every write carries its audit row, committed with it."""

@@ -9,11 +9,10 @@ from gitpod.v1 import runner_interaction_pb2 as ri
 from hostauth.auth.caller import Call
 from hostauth.core.model import SecretRead
 from hostauth.core.policy import Action, may, scope_of
-from hostauth.core.port import IntegrationVault, TokenVault
+from hostauth.core.port import IntegrationVault, RunnerBoxes, TokenVault
 from hostauth.core.secret_reads import read_secrets
 from hostauth.core.trail import Trail, event
 from hostauth.core.validation import sealed_read_violations
-from hostauth.crypto.sealed_box import BadRunnerKey, raw_x25519_key, seal
 from hostauth.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PermissionDenied
 
 SIGNUP_FIRST = (
@@ -30,10 +29,13 @@ def _no_token(runner_id: str, principal_id: str, host: str) -> NotFound:
 
 
 class RunnerInteraction:
-    __slots__ = ("_integrations", "_tokens", "_trail")
+    __slots__ = ("_boxes", "_integrations", "_tokens", "_trail")
 
-    def __init__(self, tokens: TokenVault, integrations: IntegrationVault, trail: Trail) -> None:
+    def __init__(
+        self, tokens: TokenVault, integrations: IntegrationVault, trail: Trail, boxes: RunnerBoxes
+    ) -> None:
         self._tokens = tokens
+        self._boxes = boxes
         self._integrations = integrations
         self._trail = trail
 
@@ -44,8 +46,8 @@ class RunnerInteraction:
         if not may(call.caller, Action.SIGNUP):
             raise PermissionDenied("only a runner signs up, with its own credential")
         try:
-            raw = raw_x25519_key(req.public_key)
-        except BadRunnerKey as exc:
+            raw = self._boxes.raw_x25519_key(req.public_key)
+        except ValueError as exc:
             raise InvalidArgument([FieldViolation("public_key", str(exc))]) from None
         runner_id = call.caller.subject_id
         await self._integrations.set_runner_key(runner_id, raw, event(call, Action.SIGNUP, "ok"))
@@ -82,11 +84,11 @@ class RunnerInteraction:
             raise _no_token(req.runner_id, req.principal_id, req.host) from None  # deleted meanwhile
         response = ri.RunnerInteractionServiceGetHostAuthenticationTokenValueResponse(
             token_id=str(token_id),
-            value=seal(key, secrets.token.encode()),
+            value=self._boxes.seal(key, secrets.token.encode()),
             source=record.source,  # type: ignore[arg-type]
         )
         if secrets.refresh_token:
-            response.refresh_token = seal(key, secrets.refresh_token.encode())
+            response.refresh_token = self._boxes.seal(key, secrets.refresh_token.encode())
         if record.expires_at is not None:
             response.expires_at.FromDatetime(record.expires_at)
         return response

@@ -29,7 +29,7 @@ from hostauth.core.model import (
     TokenRecord,
 )
 from hostauth.core.policy import Action, Scope, may, scope_of
-from hostauth.core.port import IntegrationVault, TokenVault
+from hostauth.core.port import IntegrationVault, RunnerBoxes, TokenVault
 from hostauth.core.runner_side import RunnerInteraction
 from hostauth.core.secret_reads import not_found, read_secrets
 from hostauth.core.trail import Trail, event
@@ -139,6 +139,7 @@ class HostAuthService:
         store: TokenVault,
         cursors: CursorCodec,
         integrations: IntegrationVault,
+        boxes: RunnerBoxes,
         *,
         plaintext_reads: bool = True,
     ) -> None:
@@ -148,8 +149,8 @@ class HostAuthService:
         self._cursors = cursors
         self._plaintext_reads = plaintext_reads
         self.trail = Trail(store.audit)
-        self.integrations = ScmIntegrations(integrations, cursors, self.trail)
-        self.runners = RunnerInteraction(store, integrations, self.trail)
+        self.integrations = ScmIntegrations(integrations, cursors, self.trail, boxes)
+        self.runners = RunnerInteraction(store, integrations, self.trail, boxes)
 
     # -- helpers -------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import asyncpg
 from hostauth.audit_stream import AuditStream
 from hostauth.core.cursor import CursorCodec
 from hostauth.core.service import HostAuthService
-from hostauth.crypto import Sealer
+from hostauth.crypto import Sealer, sealed_box
 from hostauth.integration_vault import EncryptedIntegrations
 from hostauth.store import TokenStore, cursor_key
 from hostauth.store.coalesce import SERVICE_BATCHES_IN_FLIGHT
@@ -28,5 +28,6 @@ async def postgres_core(
         EncryptedTokens(TokenStore(pool, batches_in_flight=batches_in_flight), sealer, stream),
         CursorCodec(await cursor_key(pool)),
         EncryptedIntegrations(IntegrationStore(pool), sealer, stream),
+        sealed_box,
         plaintext_reads=plaintext_reads,
     )
