@@ -204,18 +204,24 @@ def create_load(
     rps: float = 0,
     warm_up: bool = True,
 ) -> Result:
-    args = [target, transport, credential, runner, str(clients), str(seconds), str(rps), str(int(warm_up))]
-    done = subprocess.run([sys.executable, "-m", "bench.create_load", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"bench.create_load failed: {done.stderr[-2000:]}")
-    try:
-        doc = json.loads(done.stdout)
-    except json.JSONDecodeError as exc:  # seen once in a full run, not reproduced: keep the evidence
-        around = done.stdout[max(0, exc.pos - 80) : exc.pos + 80]
-        raise RuntimeError(
-            f"bench.create_load's output is not its JSON ({exc}; {len(done.stdout)} characters;"
-            f" around the error: {around!r}; stderr: {done.stderr[-2000:]!r})"
-        ) from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        args = [
+            target,
+            transport,
+            credential,
+            runner,
+            str(clients),
+            str(seconds),
+            str(rps),
+            str(int(warm_up)),
+        ]
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.create_load", *args, str(out)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"bench.create_load failed: {done.stderr[-2000:]}")
+        doc = json.loads(out.read_text())
     lat = doc["latencies_us"]
     return Result(
         doc["count"],

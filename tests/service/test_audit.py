@@ -16,6 +16,7 @@ from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.crypto import Sealer, SecretContext
 from hostauth.store import ApiKeyStore
 from tests.support.cli import run_cli
+from tests.support.integrations import new_runner, sealed_read
 from tests.support.lifecycle import create, delete, get, get_value, update
 from tests.support.requests import create_request, secret
 from tests.support.sensitive import leaks
@@ -177,6 +178,33 @@ async def test_get_value_with_failing_audit_returns_no_secret(
     assert value not in caught.value.message
     # Counted: the read's audit row failed (the refusal's own row then fails too).
     assert (REGISTRY.get_sample_value("hostauth_audit_write_failures_total") or 0.0) - failures >= 1
+
+
+async def test_sealed_read_with_failing_audit_returns_no_secret(
+    wire: Wire, pool: asyncpg.Pool, sealer: Sealer, api_keys: ApiKeyStore, failing_audit: str
+) -> None:
+    """The runner's read takes the same road: no record, no sealed box."""
+    runner = await new_runner(wire, api_keys)
+    subject = uuid4()
+    value = secret("gho_sealed_audited_")
+    ciphertext = await sealer.seal(value.encode(), SecretContext(failing_audit, "token"))
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO host_authentication_tokens
+               (id, runner_id, subject_id, subject_principal, host, source, scopes, token_ciphertext,
+                token_kek_id)
+               VALUES ($1, $2, $3, 2, 'github.com', 1, '{}', $4, 'test-key-1')""",
+            UUID(failing_audit),
+            UUID(runner.id),
+            subject,
+            ciphertext,
+        )
+    with pytest.raises(RpcError) as caught:
+        await sealed_read(runner.wire, runner.id, str(subject), "github.com")
+    assert (caught.value.code, caught.value.message) == (
+        "internal",
+        "the read could not be recorded, so no secret is returned",
+    )
 
 
 async def test_no_audit_row_holds_a_secret_or_credential(pool: asyncpg.Pool, wire: Wire) -> None:

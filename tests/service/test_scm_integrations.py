@@ -367,3 +367,11 @@ async def test_other_principals_see_none(wire: Wire, api_keys: ApiKeyStore, prin
         "permission_denied",
         "CreateSCMIntegration is not allowed for this caller",
     )
+
+
+async def test_get_and_list_over_every_read_wire(read_wire: Wire, wires: dict[str, Wire]) -> None:
+    """Get and List have no side effects: Connect GET serves them too."""
+    runner_id = str(uuid4())
+    integration_id = await create_integration(wires["grpc"], integration_request(runner_id))
+    assert (await get_integration(read_wire, integration_id)).runner_id == runner_id
+    assert [i.id for i in (await list_integrations(read_wire, runner_id)).integrations] == [integration_id]

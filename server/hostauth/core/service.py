@@ -161,7 +161,11 @@ class HostAuthService:
     async def _audited(self, call: Call, action: Action, token_id: UUID | None, work: Awaitable[T]) -> T:
         """Run a write or secret read; a refusal of it is recorded too (its
         success records itself, in the statement that writes)."""
-        return await self.trail.audited(call, action, work, token_id=token_id)
+        try:
+            return await work
+        except Exception as exc:
+            await self.trail.refusal(call, action, exc, token_id, None)
+            raise
 
     @staticmethod
     def _token_id_of(raw: str) -> UUID | None:

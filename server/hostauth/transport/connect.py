@@ -37,7 +37,7 @@ from hostauth.transport.calls import Calls, CoreMethod, Refused
 from hostauth.transport.codecs import connect_codecs
 from hostauth.transport.cors import Cors
 from hostauth.transport.health import HEALTH_PATHS, Readiness, answer_health
-from hostauth.transport.methods import CONFIGURATION, INTERACTION, METHODS, qualified
+from hostauth.transport.methods import CONFIGURATION, INTERACTION, METHODS, QUALIFIED
 from hostauth.transport.status import STATUS
 
 Req = TypeVar("Req")
@@ -92,7 +92,7 @@ class _Adapter:
         record = _current_record.get()
         try:
             return await self._calls.answer(
-                qualified(ctx.method.service_name, ctx.method.name),
+                QUALIFIED[ctx.method.service_name, ctx.method.name],
                 headers.getall("authorization"),
                 rid,
                 method,

@@ -19,7 +19,7 @@ from hostauth.core.service import HostAuthService
 from hostauth.telemetry.calls import CODE_NAMES, GRPC, OK
 from hostauth.tls.identities import identity_of_pem
 from hostauth.transport.calls import Calls, CoreMethod, Refused, Undecodable
-from hostauth.transport.methods import CONFIGURATION, METHODS, SERVICES, qualified
+from hostauth.transport.methods import CONFIGURATION, METHODS, QUALIFIED, SERVICES
 from hostauth.transport.status import STATUS
 
 Req = TypeVar("Req")
@@ -113,7 +113,7 @@ async def _call(
         method = _finishing(method, context, calls)
     try:
         result = await calls.answer(
-            qualified(service, name), authorization, rid, method, request, peer, record
+            QUALIFIED[service, name], authorization, rid, method, request, peer, record
         )
     except Refused as refused:
         code, message = refused.code, refused.message

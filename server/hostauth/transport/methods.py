@@ -107,3 +107,9 @@ def qualified(service: str, method: str) -> str:
     """How logs and the audit trail name a method: bare for
     RunnerConfigurationService (as ever), with its service otherwise."""
     return method if service == CONFIGURATION else f"{service.rsplit('.', 1)[-1]}/{method}"
+
+
+# By (service, method), made once: a call looks its name up.
+QUALIFIED = {
+    (service, name): qualified(service, name) for service, methods in METHODS.items() for name in methods
+}
