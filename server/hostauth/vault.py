@@ -90,7 +90,9 @@ class EncryptedTokens:
             self._committed(audit)
         return inserted
 
-    async def replace(self, record: TokenRecord, secrets: Secrets, audit: AuditEvent) -> UUID | None:
+    async def replace(
+        self, record: TokenRecord, secrets: Secrets, audit: AuditEvent
+    ) -> tuple[UUID, int] | None:
         # One pooled connection for the lookup and the write, as one request.
         async with self._store.session() as db:
             existing = await db.find_id(record.runner_id, record.subject_id, record.host)
@@ -100,10 +102,10 @@ class EncryptedTokens:
             sealed = await self._seal(existing, secrets)
             audit = dataclasses.replace(audit, token_id=existing)
             with audit_span(audit), _integration_gone():
-                replaced = await db.replace(record._replace(id=existing), sealed, audit)
-        if replaced:
+                version = await db.replace(record._replace(id=existing), sealed, audit)
+        if version is not None:
             self._committed(audit)
-            return existing
+            return existing, version
         return None
 
     async def get(self, token_id: UUID) -> TokenRecord | None:
@@ -125,7 +127,8 @@ class EncryptedTokens:
         runner_id: UUID | None,
         subject_id: UUID | None,
         audit: AuditEvent,
-    ) -> bool:
+        if_version: int | None = None,
+    ) -> int | None:
         token: Sealed | Keep = KEEP
         if not isinstance(changes.token, Keep):
             token = await self._seal_one(token_id, FIELD_TOKEN, changes.token)
@@ -135,19 +138,32 @@ class EncryptedTokens:
         sealed = TokenChanges(token, refresh, changes.expires_at, changes.scopes)
         async with self._store.session() as db:
             with audit_span(audit):
-                updated = await db.update(
-                    token_id, sealed, runner_id=runner_id, subject_id=subject_id, audit=audit
+                version = await db.update(
+                    token_id,
+                    sealed,
+                    runner_id=runner_id,
+                    subject_id=subject_id,
+                    audit=audit,
+                    if_version=if_version,
                 )
-        if updated:
+        if version is not None:
             self._committed(audit)
-        return updated
+        return version
 
     async def delete(
-        self, token_id: UUID, *, runner_id: UUID | None, subject_id: UUID | None, audit: AuditEvent
+        self,
+        token_id: UUID,
+        *,
+        runner_id: UUID | None,
+        subject_id: UUID | None,
+        audit: AuditEvent,
+        if_version: int | None = None,
     ) -> bool:
         async with self._store.session() as db:
             with audit_span(audit):
-                deleted = await db.delete(token_id, runner_id=runner_id, subject_id=subject_id, audit=audit)
+                deleted = await db.delete(
+                    token_id, runner_id=runner_id, subject_id=subject_id, audit=audit, if_version=if_version
+                )
         if deleted:
             self._committed(audit)
             self._sealer.forget(str(token_id))  # its cached data keys go with it

@@ -224,6 +224,10 @@ async def test_rewrap_killed_half_way_finishes_when_run_again(key_env: KeyEnv, a
     assert again.returncode == 0, again.stderr
     assert "rows/s" in again.stderr
     assert await kek_ids(key_env.pool) == {"k-new": 40}
+    async with key_env.pool.acquire() as conn:  # a rewrap is no client write: etags stay
+        assert await conn.fetchval("SELECT array_agg(DISTINCT version) FROM host_authentication_tokens") == [
+            1
+        ]
     for token_id, token in written.items():
         value = await key_env.core.get_host_authentication_token_value(
             pb.GetHostAuthenticationTokenValueRequest(id=token_id), admin_call

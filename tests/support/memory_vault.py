@@ -60,14 +60,17 @@ class MemoryVault:
         self.events.append(audit)
         return True
 
-    async def replace(self, record: TokenRecord, secrets: Secrets, audit: AuditEvent) -> UUID | None:
+    async def replace(
+        self, record: TokenRecord, secrets: Secrets, audit: AuditEvent
+    ) -> tuple[UUID, int] | None:
         existing = self._triple(record)
         if existing is None:
             return None
         row = self.rows[existing]
-        row.record, row.secrets = record._replace(id=existing), secrets
+        version = row.record.version + 1
+        row.record, row.secrets = record._replace(id=existing, version=version), secrets
         self.events.append(dataclasses.replace(audit, token_id=existing))
-        return existing
+        return existing, version
 
     async def get(self, token_id: UUID) -> TokenRecord | None:
         row = self.rows.get(token_id)
@@ -98,10 +101,13 @@ class MemoryVault:
         runner_id: UUID | None,
         subject_id: UUID | None,
         audit: AuditEvent,
-    ) -> bool:
+        if_version: int | None = None,
+    ) -> int | None:
         row = self.rows.get(token_id)
         if row is None or not _in_scope(row.record, runner_id, subject_id):
-            return False
+            return None
+        if if_version is not None and row.record.version != if_version:
+            return None
         token = row.secrets.token if isinstance(changes.token, Keep) else changes.token
         refresh = row.secrets.refresh_token
         if not isinstance(changes.refresh_token, Keep):
@@ -111,14 +117,23 @@ class MemoryVault:
             row.record = row.record._replace(expires_at=changes.expires_at)
         if not isinstance(changes.scopes, Keep):
             row.record = row.record._replace(scopes=changes.scopes)
+        row.record = row.record._replace(version=row.record.version + 1)
         self.events.append(audit)
-        return True
+        return row.record.version
 
     async def delete(
-        self, token_id: UUID, *, runner_id: UUID | None, subject_id: UUID | None, audit: AuditEvent
+        self,
+        token_id: UUID,
+        *,
+        runner_id: UUID | None,
+        subject_id: UUID | None,
+        audit: AuditEvent,
+        if_version: int | None = None,
     ) -> bool:
         row = self.rows.get(token_id)
         if row is None or not _in_scope(row.record, runner_id, subject_id):
+            return False
+        if if_version is not None and row.record.version != if_version:
             return False
         del self.rows[token_id]
         self.events.append(audit)

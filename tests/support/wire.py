@@ -86,8 +86,18 @@ class Wire(Protocol):
     credential: str | None
 
     async def call(
-        self, method: str, request: Message, response_type: type[M], *, timeout_s: float | None = None
-    ) -> M: ...
+        self,
+        method: str,
+        request: Message,
+        response_type: type[M],
+        *,
+        timeout_s: float | None = None,
+        headers: dict[str, str] | None = None,
+        answer: dict[str, str] | None = None,
+    ) -> M:
+        """headers: sent too (gRPC metadata); answer: filled with the
+        answer's headers (gRPC: trailing metadata)."""
+        ...
 
     def with_credential(self, credential: str | None) -> Wire: ...
 
@@ -117,15 +127,28 @@ class GrpcWire:
         return other
 
     async def call(
-        self, method: str, request: Message, response_type: type[M], *, timeout_s: float | None = None
+        self,
+        method: str,
+        request: Message,
+        response_type: type[M],
+        *,
+        timeout_s: float | None = None,
+        headers: dict[str, str] | None = None,
+        answer: dict[str, str] | None = None,
     ) -> M:
         metadata = (("authorization", f"Bearer {self.credential}"),) if self.credential else ()
+        metadata += tuple((headers or {}).items())
         service, _, name = method.rpartition("/")
         stub = self.interaction if service == INTERACTION else self.stub
+        call = getattr(stub, name)(request, metadata=metadata, timeout=timeout_s)
         try:
-            result = await getattr(stub, name)(request, metadata=metadata, timeout=timeout_s)
+            result = await call
         except grpc.aio.AioRpcError as exc:
+            if answer is not None:
+                answer.update((k, str(v)) for k, v in exc.trailing_metadata() or ())
             raise RpcError(exc.code().name.lower(), exc.details() or "") from None
+        if answer is not None:
+            answer.update((k, str(v)) for k, v in await call.trailing_metadata() or ())
         assert isinstance(result, response_type)
         return result
 
@@ -177,18 +200,28 @@ class ConnectWire:
         return await self.http.get(path_of(method), params=params, headers=headers)
 
     async def call(
-        self, method: str, request: Message, response_type: type[M], *, timeout_s: float | None = None
+        self,
+        method: str,
+        request: Message,
+        response_type: type[M],
+        *,
+        timeout_s: float | None = None,
+        headers: dict[str, str] | None = None,
+        answer: dict[str, str] | None = None,
     ) -> M:
         if self.encoding == "json":
             body = json_format.MessageToJson(request).encode()
         else:
             body = request.SerializeToString()
         deadline = {} if timeout_s is None else {"connect-timeout-ms": str(round(timeout_s * 1000))}
+        extra = {**deadline, **(headers or {})}
         if self.use_get and method.rpartition("/")[2] in NO_SIDE_EFFECTS:
-            response = await self.get(method, body, deadline)
+            response = await self.get(method, body, extra)
         else:
-            headers = {"content-type": f"application/{self.encoding}", "connect-protocol-version": "1"}
-            response = await self.post(method, body, {**headers, **deadline})
+            content = {"content-type": f"application/{self.encoding}", "connect-protocol-version": "1"}
+            response = await self.post(method, body, {**content, **extra})
+        if answer is not None:
+            answer.update(response.headers.items())
         if response.status_code != 200:
             raise connect_error(response)
         assert response.headers["content-type"] == f"application/{self.encoding}"

@@ -41,6 +41,8 @@ class TokenRecord(NamedTuple):
     expires_at: datetime | None
     integration_id: UUID | None
     scopes: tuple[str, ...]
+    # The token's version (its etag): 1 when created, bumped by each client write.
+    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,10 +31,12 @@ class TokenVault(Protocol):
         subject, host) exists."""
         ...
 
-    async def replace(self, record: TokenRecord, secrets: Secrets, audit: AuditEvent) -> UUID | None:
+    async def replace(
+        self, record: TokenRecord, secrets: Secrets, audit: AuditEvent
+    ) -> tuple[UUID, int] | None:
         """Overwrite the token with the record's (runner, subject, host),
         keeping that token's id (record.id and audit.token_id give way to
-        it); the id, or None when there is no such token."""
+        it); the id and new version, or None when there is no such token."""
         ...
 
     async def get(self, token_id: UUID) -> TokenRecord | None: ...
@@ -53,15 +55,24 @@ class TokenVault(Protocol):
         runner_id: UUID | None,
         subject_id: UUID | None,
         audit: AuditEvent,
-    ) -> bool:
-        """Apply the changes; False when there is no such token with the given
-        runner and subject ids (None: any)."""
+        if_version: int | None = None,
+    ) -> int | None:
+        """Apply the changes; the new version, or None when there is no such
+        token with the given runner and subject ids (None: any) at version
+        if_version (None: any)."""
         ...
 
     async def delete(
-        self, token_id: UUID, *, runner_id: UUID | None, subject_id: UUID | None, audit: AuditEvent
+        self,
+        token_id: UUID,
+        *,
+        runner_id: UUID | None,
+        subject_id: UUID | None,
+        audit: AuditEvent,
+        if_version: int | None = None,
     ) -> bool:
-        """False when there is no such token in the scope given."""
+        """False when there is no such token in the scope given (at version
+        if_version, when given)."""
         ...
 
     async def read_secrets(self, read: SecretRead) -> tuple[TokenRecord, Secrets] | None:

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from gitpod.v1 import runner_interaction_pb2 as ri
 from hostauth.auth.caller import Call
+from hostauth.core import versions
 from hostauth.core.model import SecretRead
 from hostauth.core.policy import Action, may, scope_of
 from hostauth.core.port import IntegrationVault, RunnerBoxes, TokenVault
@@ -82,6 +83,7 @@ class RunnerInteraction:
             record, secrets = await read_secrets(self._tokens, read, call)
         except NotFound:
             raise _no_token(req.runner_id, req.principal_id, req.host) from None  # deleted meanwhile
+        versions.note(record.id, record.version)
         response = ri.RunnerInteractionServiceGetHostAuthenticationTokenValueResponse(
             token_id=str(token_id),
             value=self._boxes.seal(key, secrets.token.encode()),

@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 from gitpod.v1 import identity_pb2
 from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.auth.caller import Call
+from hostauth.core import versions
 from hostauth.core.cursor import CursorCodec
 from hostauth.core.integrations import ScmIntegrations
 from hostauth.core.model import (
@@ -36,6 +37,7 @@ from hostauth.core.trail import Trail, event
 from hostauth.core.validation import create_violations, id_violations, list_violations, update_violations
 from hostauth.errors import (
     Aborted,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     PermissionDenied,
@@ -229,11 +231,12 @@ class HostAuthService:
                 record, secrets, self._event(call, Action.CREATE, None, "ok")
             )
             if existing is not None:
-                record = record._replace(id=existing)
+                record = record._replace(id=existing[0], version=existing[1])
                 break
             record = record._replace(id=uuid4())  # deleted in between: insert again
         else:
             raise Aborted("the token was changed concurrently too often; retry the request")
+        versions.note(record.id, record.version)
         return pb.CreateHostAuthenticationTokenResponse(token=to_message(record))
 
     async def get_host_authentication_token(
@@ -245,6 +248,7 @@ class HostAuthService:
         if record is None or not scope.sees(record):
             raise not_found(token_id)
         self._require(call, Action.GET)
+        versions.note(record.id, record.version)
         return pb.GetHostAuthenticationTokenResponse(token=to_message(record))
 
     async def list_host_authentication_tokens(
@@ -278,6 +282,8 @@ class HostAuthService:
         )
         rows = await self._store.list(query)
         page = rows[:page_size]
+        for r, _ in page:
+            versions.note(r.id, r.version)
         response = pb.ListHostAuthenticationTokensResponse(tokens=[to_message(r) for r, _ in page])
         if len(rows) > page_size:
             response.pagination.next_token = self._cursors.encode(page[-1][1], cursor_scope)
@@ -316,11 +322,33 @@ class HostAuthService:
             scopes=tuple(req.scopes) if req.scopes else KEEP,
         )
         event = self._event(call, Action.UPDATE, token_id, "ok")
-        if not await self._store.update(
-            token_id, changes, runner_id=scope.runner_id, subject_id=scope.subject_id, audit=event
-        ):
-            raise not_found(token_id)
+        expected = versions.expected_version()
+        version = await self._store.update(
+            token_id,
+            changes,
+            runner_id=scope.runner_id,
+            subject_id=scope.subject_id,
+            audit=event,
+            if_version=expected,
+        )
+        if version is None:
+            await self._missing_or_changed(token_id, scope, expected)
+        else:
+            versions.note(token_id, version)
         return pb.UpdateHostAuthenticationTokenResponse()
+
+    async def _missing_or_changed(self, token_id: UUID, scope: Scope, expected: int | None) -> None:
+        """A conditional write that wrote nothing: failed_precondition when the
+        caller sees the token at another version than it named, else not_found."""
+        if expected is not None:
+            record = await self._store.get(token_id)
+            if record is not None and scope.sees(record) and record.version != expected:
+                raise FailedPrecondition(
+                    f"host authentication token {token_id} changed: it is at version"
+                    f" {versions.etag_of(record.version)}, not {versions.etag_of(expected)};"
+                    " read it again and retry with its etag"
+                )
+        raise not_found(token_id)
 
     async def delete_host_authentication_token(
         self, req: pb.DeleteHostAuthenticationTokenRequest, call: Call
@@ -335,10 +363,11 @@ class HostAuthService:
         if not may(call.caller, Action.DELETE):
             await self._refuse_or_hide(call, Action.DELETE, token_id, scope)
         event = self._event(call, Action.DELETE, token_id, "ok")
+        expected = versions.expected_version()
         if not await self._store.delete(
-            token_id, runner_id=scope.runner_id, subject_id=scope.subject_id, audit=event
+            token_id, runner_id=scope.runner_id, subject_id=scope.subject_id, audit=event, if_version=expected
         ):
-            raise not_found(token_id)
+            await self._missing_or_changed(token_id, scope, expected)
         return pb.DeleteHostAuthenticationTokenResponse()
 
     async def get_host_authentication_token_value(
@@ -364,6 +393,7 @@ class HostAuthService:
             token_id, scope.runner_id, scope.subject_id, self._event(call, Action.GET_VALUE, token_id, "ok")
         )
         record, secrets = await read_secrets(self._store, read, call)
+        versions.note(record.id, record.version)
         response = pb.GetHostAuthenticationTokenValueResponse(
             id=str(token_id), token=secrets.token, refresh_token=secrets.refresh_token
         )

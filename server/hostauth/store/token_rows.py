@@ -60,7 +60,9 @@ def found_of(row: asyncpg.Record) -> tuple[TokenRecord, SealedSecrets]:
 
 
 # A token's metadata columns, in TokenRecord's order.
-COLUMNS = "id, runner_id, subject_id, subject_principal, host, source, expires_at, integration_id, scopes"
+COLUMNS = (
+    "id, runner_id, subject_id, subject_principal, host, source, expires_at, integration_id, scopes, version"
+)
 
 
 def token_args(record: TokenRecord, secrets: SealedSecrets) -> tuple[object, ...]:
@@ -103,4 +105,5 @@ def record_of(row: asyncpg.Record) -> TokenRecord:
         row["expires_at"],
         row["integration_id"],
         tuple(row["scopes"]),
+        row["version"],
     )

@@ -49,7 +49,7 @@ INSERT INTO host_authentication_tokens
      token_kek_id, refresh_token_kek_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT ON CONSTRAINT host_authentication_tokens_triple DO NOTHING
-RETURNING id
+RETURNING id, version
 """
 
 _REPLACE = """
@@ -57,9 +57,9 @@ UPDATE host_authentication_tokens
 SET subject_principal = $4, source = $6, expires_at = $7, integration_id = $8,
     scopes = $9, token_ciphertext = $10, refresh_token_ciphertext = $11,
     token_kek_id = $12, refresh_token_kek_id = $13,
-    generation = generation + 1, updated_at = now()
+    generation = generation + 1, version = version + 1, updated_at = now()
 WHERE id = $1 AND runner_id = $2 AND subject_id IS NOT DISTINCT FROM $3 AND host = $5
-RETURNING id
+RETURNING id, version
 """
 
 _FIND_ID = """
@@ -78,35 +78,39 @@ UPDATE host_authentication_tokens SET
     expires_at = CASE WHEN $8 THEN $9 ELSE expires_at END,
     scopes = CASE WHEN $10 THEN $11 ELSE scopes END,
     generation = generation + 1,
+    version = version + 1,
     updated_at = now()
 WHERE id = $1 AND ($12::uuid IS NULL OR runner_id = $12) AND ($13::uuid IS NULL OR subject_id = $13)
-RETURNING id
+  AND ($14::bigint IS NULL OR version = $14)
+RETURNING id, version
 """
 
 _DELETE = """
 DELETE FROM host_authentication_tokens
 WHERE id = $1 AND ($2::uuid IS NULL OR runner_id = $2) AND ($3::uuid IS NULL OR subject_id = $3)
-RETURNING id
+  AND ($4::bigint IS NULL OR version = $4)
+RETURNING id, version
 """
 
 
 def _audited(statement: str, params: int) -> str:
     """The write and its audit row in one statement: atomic, and one round trip
-    instead of BEGIN, write, audit, COMMIT. Counts the rows written."""
+    instead of BEGIN, write, audit, COMMIT. Answers the version the row
+    written has (NULL: none written)."""
     p = [f"${params + i}" for i in range(1, 7)]
     return f"""
 WITH w AS ({statement}),
 a AS (INSERT INTO audit_events (request_id, method, token_id, principal, subject_id, credential_id, outcome)
       SELECT {p[0]}, {p[1]}, w.id, {p[2]}::smallint, {p[3]}::uuid, {p[4]}, {p[5]} FROM w)
-SELECT count(*) FROM w
+SELECT max(w.version) FROM w
 """
 
 
 _INSERT_AUDITED = _audited(_INSERT, 13)
 
 _REPLACE_AUDITED = _audited(_REPLACE, 13)
-_UPDATE_AUDITED = _audited(_UPDATE, 13)
-_DELETE_AUDITED = _audited(_DELETE, 3)
+_UPDATE_AUDITED = _audited(_UPDATE, 14)
+_DELETE_AUDITED = _audited(_DELETE, 4)
 
 
 async def _insert_alone(conn: Connection, row: NewToken) -> bool | BaseException:
@@ -164,18 +168,18 @@ class TokenSession:
     async def insert(self, record: TokenRecord, secrets: SealedSecrets, audit: AuditEvent) -> bool:
         """Insert a new token and its audit row; False (and neither) when its
         (runner, subject, host) exists."""
-        written: int = await self._conn.fetchval(
+        written: int | None = await self._conn.fetchval(
             _INSERT_AUDITED, *token_args(record, secrets), *audit_args(audit)
         )
-        return written == 1
+        return written is not None
 
-    async def replace(self, record: TokenRecord, secrets: SealedSecrets, audit: AuditEvent) -> bool:
+    async def replace(self, record: TokenRecord, secrets: SealedSecrets, audit: AuditEvent) -> int | None:
         """Overwrite the token with this id and triple, with its audit row;
-        False when there is none."""
-        written: int = await self._conn.fetchval(
+        its new version, or None when there is none."""
+        version: int | None = await self._conn.fetchval(
             _REPLACE_AUDITED, *token_args(record, secrets), *audit_args(audit)
         )
-        return written == 1
+        return version
 
     async def find_id(self, runner_id: UUID, subject_id: UUID | None, host: str) -> UUID | None:
         found: UUID | None = await self._conn.fetchval(_FIND_ID, runner_id, subject_id, host)
@@ -194,9 +198,11 @@ class TokenSession:
         runner_id: UUID | None,
         subject_id: UUID | None,
         audit: AuditEvent,
-    ) -> bool:
-        """Apply the changes; False when there is no such token with the given
-        runner and subject ids (None: any)."""
+        if_version: int | None = None,
+    ) -> int | None:
+        """Apply the changes; the new version, or None when there is no such
+        token with the given runner and subject ids (None: any) at version
+        if_version (None: any)."""
         args: list[object] = [token_id]
         for sealed in (changes.token, changes.refresh_token):
             if isinstance(sealed, Keep):
@@ -210,19 +216,26 @@ class TokenSession:
                 args += [False, None]
             else:
                 args += [True, list(value) if isinstance(value, tuple) else value]
-        written: int = await self._conn.fetchval(
-            _UPDATE_AUDITED, *args, runner_id, subject_id, *audit_args(audit)
+        version: int | None = await self._conn.fetchval(
+            _UPDATE_AUDITED, *args, runner_id, subject_id, if_version, *audit_args(audit)
         )
-        return written == 1
+        return version
 
     async def delete(
-        self, token_id: UUID, *, runner_id: UUID | None, subject_id: UUID | None, audit: AuditEvent
+        self,
+        token_id: UUID,
+        *,
+        runner_id: UUID | None,
+        subject_id: UUID | None,
+        audit: AuditEvent,
+        if_version: int | None = None,
     ) -> bool:
-        """Delete the token (with its audit row); False when there is none."""
-        written: int = await self._conn.fetchval(
-            _DELETE_AUDITED, token_id, runner_id, subject_id, *audit_args(audit)
+        """Delete the token (with its audit row); False when there is none (at
+        version if_version, when given)."""
+        version: int | None = await self._conn.fetchval(
+            _DELETE_AUDITED, token_id, runner_id, subject_id, if_version, *audit_args(audit)
         )
-        return written == 1
+        return version is not None
 
 
 def _sizes(statement: str) -> Callable[[int], None]:

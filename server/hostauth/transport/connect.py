@@ -21,6 +21,7 @@ from gitpod.v1.runner_configuration_connect import RunnerConfigurationServiceASG
 from gitpod.v1.runner_interaction_connect import RunnerInteractionServiceASGIApplication
 from hostauth.auth.authenticator import request_id_from
 from hostauth.auth.caller import Call
+from hostauth.core import versions
 from hostauth.core.service import HostAuthService
 from hostauth.errors import FieldViolation, InvalidArgument
 from hostauth.telemetry.calls import (
@@ -90,8 +91,10 @@ class _Adapter:
         rid = request_id_from(headers.get("x-request-id"))
         ctx.response_headers["x-request-id"] = rid  # on refusals too
         record = _current_record.get()
+        answer = versions.Answer(headers.get("if-match"))
+        versions.current.set(answer)  # this request's context only
         try:
-            return await self._calls.answer(
+            result = await self._calls.answer(
                 QUALIFIED[ctx.method.service_name, ctx.method.name],
                 headers.getall("authorization"),
                 rid,
@@ -104,6 +107,10 @@ class _Adapter:
             if record is not None:
                 record.code = CODE_NAMES[refused.code]
             raise ConnectError(STATUS[refused.code][1], refused.message) from None
+        etag = answer.etag()
+        if etag is not None:
+            ctx.response_headers["etag"] = etag
+        return result
 
 
 class ConnectRunnerConfiguration(_Adapter):

@@ -25,10 +25,10 @@ SECRET_PATHS = frozenset(
 
 _ALLOW_HEADERS = (
     b"Content-Type, Connect-Protocol-Version, Connect-Timeout-Ms, Connect-Accept-Encoding, Content-Encoding,"
-    b" Accept-Encoding, Authorization, X-Request-Id, X-User-Agent, Grpc-Timeout, X-Grpc-Web"
+    b" Accept-Encoding, Authorization, X-Request-Id, X-User-Agent, Grpc-Timeout, X-Grpc-Web, If-Match"
 )
 _EXPOSE_HEADERS = (
-    b"X-Request-Id, Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, Connect-Content-Encoding"
+    b"X-Request-Id, Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, Connect-Content-Encoding, Etag"
 )
 _MAX_AGE = b"7200"
 

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from hostauth.auth.authenticator import request_id_from
 from hostauth.auth.caller import Call
+from hostauth.core import versions
 from hostauth.core.service import HostAuthService
 from hostauth.telemetry.calls import CODE_NAMES, GRPC, OK
 from hostauth.tls.identities import identity_of_pem
@@ -94,12 +95,15 @@ async def _call(
 ) -> Res:
     authorization: list[str] = []
     request_id: str | None = None
+    if_match: str | None = None
     carrier: dict[str, str] = {}
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
             authorization.append(value)
         elif key == "x-request-id" and isinstance(value, str):
             request_id = value
+        elif key == "if-match" and isinstance(value, str):
+            if_match = value
         elif key in _TRACE_KEYS and isinstance(value, str):
             carrier[key] = value
     telemetry = calls.telemetry
@@ -111,6 +115,8 @@ async def _call(
     context.set_trailing_metadata((("x-request-id", rid),))
     if name in _FINISHED_WHEN_LEFT:
         method = _finishing(method, context, calls)
+    answer = versions.Answer(if_match)
+    versions.current.set(answer)  # this call's task only
     try:
         result = await calls.answer(
             QUALIFIED[service, name], authorization, rid, method, request, peer, record
@@ -124,6 +130,9 @@ async def _call(
             telemetry.end(record, "DeadlineExceeded" if late else "Canceled")
         raise
     else:
+        etag = answer.etag()
+        if etag is not None:
+            context.set_trailing_metadata((("x-request-id", rid), ("etag", etag)))
         if record is not None:
             telemetry.end(record, OK)
         return result
