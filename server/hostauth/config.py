@@ -175,6 +175,16 @@ class Settings:
     # clear, for service accounts with secrets:read); off: secrets leave only
     # sealed to a runner's key.
     plaintext_reads: bool = True
+    # OAuth refresh: a secret read this close to expires_at refreshes first.
+    refresh_window_s: float = 300.0
+    # Worker 0 refreshes tokens nearing expiry before anyone reads them.
+    refresh_ahead: bool = False
+    # Networks a token endpoint may resolve into although loopback, private,
+    # link-local or reserved (CIDRs); the provider client's CA file (None:
+    # the system's) and its timeout.
+    oauth_allowed_networks: str = ""
+    oauth_ca_file: str | None = None
+    oauth_timeout_s: float = 5.0
     # Every audit event also as a JSON line: "stdout" or "file:<path>"; None: none.
     audit_sink: str | None = None
     # `audit prune` keeps at least this many days of the audit trail.
@@ -231,6 +241,11 @@ class Settings:
             log_level=_choice(env, "HOSTAUTH_LOG_LEVEL", LOG_LEVELS, upper=True),
             access_log=_switch(env, "HOSTAUTH_ACCESS_LOG", default=False),
             plaintext_reads=_switch(env, "HOSTAUTH_PLAINTEXT_READS", default=True),
+            refresh_window_s=_seconds(env, "HOSTAUTH_REFRESH_WINDOW_S", 300.0, zero=True),
+            refresh_ahead=_switch(env, "HOSTAUTH_REFRESH_AHEAD", default=False),
+            oauth_allowed_networks=_networks(env),
+            oauth_ca_file=env.get("HOSTAUTH_OAUTH_CA_FILE") or None,
+            oauth_timeout_s=_seconds(env, "HOSTAUTH_OAUTH_TIMEOUT_S", 5.0),
             audit_sink=_audit_sink(env),
             audit_retention_days=_count(env, "HOSTAUTH_AUDIT_RETENTION_DAYS", 30),
             tracing=tracing_configured(env),
@@ -400,6 +415,18 @@ def _jwt_settings(env: Mapping[str, str]) -> JwtSettings | None:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _networks(env: Mapping[str, str]) -> str:
+    text = env.get("HOSTAUTH_OAUTH_ALLOWED_NETWORKS", "")
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"HOSTAUTH_OAUTH_ALLOWED_NETWORKS must be CIDRs separated by commas, got {part!r}"
+            ) from None
+    return text
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool = False) -> float:

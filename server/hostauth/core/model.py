@@ -43,6 +43,8 @@ class TokenRecord(NamedTuple):
     scopes: tuple[str, ...]
     # The token's version (its etag): 1 when created, bumped by each client write.
     version: int = 1
+    # The provider refused its refresh token: no secret until it is replaced.
+    needs_sign_in: bool = False
 
 
 @dataclass(frozen=True, slots=True)

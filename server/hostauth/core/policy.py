@@ -51,6 +51,8 @@ class Action(enum.Enum):
     UPDATE_INTEGRATION = "UpdateSCMIntegration"
     DELETE_INTEGRATION = "DeleteSCMIntegration"
     SIGNUP = "RunnerInteractionService/Signup"
+    # The service's own write, made during a secret read (in no rule's actions).
+    REFRESH = "RefreshHostAuthenticationToken"
 
 
 class Visibility(enum.Enum):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Protocol
 from uuid import UUID
 
+from hostauth.auth.caller import Call
 from hostauth.core.model import (
     AuditEvent,
     IntegrationChanges,
@@ -83,6 +84,23 @@ class TokenVault(Protocol):
 
     async def audit(self, event: AuditEvent) -> None:
         """Record an event on its own (a refusal)."""
+        ...
+
+
+class Refresher(Protocol):
+    """OAuth refresh at the provider, once per token (hostauth/refresh/)."""
+
+    def wants(self, record: TokenRecord, has_refresh_token: bool) -> bool:
+        """Whether a secret read of this token refreshes it first."""
+        ...
+
+    async def fresh(self, record: TokenRecord, secrets: Secrets, call: Call) -> tuple[TokenRecord, Secrets]:
+        """The token refreshed, or as it is where the rules say so; raises
+        the core's errors (failed_precondition: needs sign-in)."""
+        ...
+
+    async def refresh_due(self, limit: int = 100) -> int:
+        """Refresh the tokens nearing expiry before anyone reads them; how many."""
         ...
 
 

@@ -10,7 +10,7 @@ from hostauth.auth.caller import Call
 from hostauth.core import versions
 from hostauth.core.model import SecretRead
 from hostauth.core.policy import Action, may, scope_of
-from hostauth.core.port import IntegrationVault, RunnerBoxes, TokenVault
+from hostauth.core.port import IntegrationVault, Refresher, RunnerBoxes, TokenVault
 from hostauth.core.secret_reads import read_secrets
 from hostauth.core.trail import Trail, event
 from hostauth.core.validation import sealed_read_violations
@@ -30,12 +30,18 @@ def _no_token(runner_id: str, principal_id: str, host: str) -> NotFound:
 
 
 class RunnerInteraction:
-    __slots__ = ("_boxes", "_integrations", "_tokens", "_trail")
+    __slots__ = ("_boxes", "_integrations", "_refresher", "_tokens", "_trail")
 
     def __init__(
-        self, tokens: TokenVault, integrations: IntegrationVault, trail: Trail, boxes: RunnerBoxes
+        self,
+        tokens: TokenVault,
+        integrations: IntegrationVault,
+        trail: Trail,
+        boxes: RunnerBoxes,
+        refresher: Refresher | None = None,
     ) -> None:
         self._tokens = tokens
+        self._refresher = refresher
         self._boxes = boxes
         self._integrations = integrations
         self._trail = trail
@@ -80,7 +86,7 @@ class RunnerInteraction:
             raise FailedPrecondition(SIGNUP_FIRST.format(runner=runner_id))
         read = SecretRead(token_id, runner_id, principal_id, event(call, Action.SEALED_READ, "ok", token_id))
         try:
-            record, secrets = await read_secrets(self._tokens, read, call)
+            record, secrets = await read_secrets(self._tokens, read, call, self._refresher)
         except NotFound:
             raise _no_token(req.runner_id, req.principal_id, req.host) from None  # deleted meanwhile
         versions.note(record.id, record.version)

@@ -9,8 +9,15 @@ from uuid import UUID
 
 from hostauth.auth.caller import Call
 from hostauth.core.model import SecretRead, Secrets, TokenRecord, UnreadableSecret
-from hostauth.core.port import TokenVault
-from hostauth.errors import DATABASE_UNAVAILABLE, DataLoss, Internal, NotFound, Unavailable
+from hostauth.core.port import Refresher, TokenVault
+from hostauth.errors import (
+    DATABASE_UNAVAILABLE,
+    DataLoss,
+    FailedPrecondition,
+    Internal,
+    NotFound,
+    Unavailable,
+)
 from hostauth.log_repeats import Repeats
 from hostauth.store.outage import is_outage
 from hostauth.telemetry import metrics
@@ -25,9 +32,19 @@ def not_found(token_id: UUID) -> NotFound:
     return NotFound(f"host authentication token {token_id} not found")
 
 
-async def read_secrets(store: TokenVault, read: SecretRead, call: Call) -> tuple[TokenRecord, Secrets]:
+NEEDS_SIGN_IN = (
+    "host authentication token {token_id} needs sign-in: the provider refused its refresh token"
+    " (spent or revoked); store a new token with Create or Update"
+)
+
+
+async def read_secrets(
+    store: TokenVault, read: SecretRead, call: Call, refresher: Refresher | None = None
+) -> tuple[TokenRecord, Secrets]:
     """The token and its secrets, the read recorded; not_found when there is
-    no such token in the read's scope (and nothing recorded)."""
+    no such token in the read's scope (and nothing recorded). An OAuth token
+    near its expiry is refreshed first (refresher); one whose refresh token
+    the provider refused is failed_precondition until replaced."""
     try:
         found = await store.read_secrets(read)
     except UnreadableSecret as exc:
@@ -44,4 +61,9 @@ async def read_secrets(store: TokenVault, read: SecretRead, call: Call) -> tuple
         raise Internal("the read could not be recorded, so no secret is returned") from None
     if found is None:
         raise not_found(read.token_id)
+    record, secrets = found
+    if record.needs_sign_in:
+        raise FailedPrecondition(NEEDS_SIGN_IN.format(token_id=record.id))
+    if refresher is not None and refresher.wants(record, bool(secrets.refresh_token)):
+        return await refresher.fresh(record, secrets, call)
     return found

@@ -30,7 +30,7 @@ from hostauth.core.model import (
     TokenRecord,
 )
 from hostauth.core.policy import Action, Scope, may, scope_of
-from hostauth.core.port import IntegrationVault, RunnerBoxes, TokenVault
+from hostauth.core.port import IntegrationVault, Refresher, RunnerBoxes, TokenVault
 from hostauth.core.runner_side import RunnerInteraction
 from hostauth.core.secret_reads import not_found, read_secrets
 from hostauth.core.trail import Trail, event
@@ -134,7 +134,10 @@ class HostAuthService:
     write, a GetValue's before any secret is returned.
     """
 
-    __slots__ = ("_cursors", "_plaintext_reads", "_store", "integrations", "runners", "trail")
+    __slots__ = (
+        "_cursors", "_plaintext_reads", "_refresher", "_store", "integrations", "refresher", "runners",
+        "trail",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -144,15 +147,18 @@ class HostAuthService:
         boxes: RunnerBoxes,
         *,
         plaintext_reads: bool = True,
+        refresher: Refresher | None = None,
     ) -> None:
         """plaintext_reads: False turns GetHostAuthenticationTokenValue off
         (secrets then leave only sealed to a runner)."""
         self._store = store
         self._cursors = cursors
         self._plaintext_reads = plaintext_reads
+        self._refresher = refresher
+        self.refresher = refresher
         self.trail = Trail(store.audit)
         self.integrations = ScmIntegrations(integrations, cursors, self.trail, boxes)
-        self.runners = RunnerInteraction(store, integrations, self.trail, boxes)
+        self.runners = RunnerInteraction(store, integrations, self.trail, boxes, refresher)
 
     # -- helpers -------------------------------------------------------------
 
@@ -392,7 +398,7 @@ class HostAuthService:
         read = SecretRead(
             token_id, scope.runner_id, scope.subject_id, self._event(call, Action.GET_VALUE, token_id, "ok")
         )
-        record, secrets = await read_secrets(self._store, read, call)
+        record, secrets = await read_secrets(self._store, read, call, self._refresher)
         versions.note(record.id, record.version)
         response = pb.GetHostAuthenticationTokenValueResponse(
             id=str(token_id), token=secrets.token, refresh_token=secrets.refresh_token

@@ -33,11 +33,12 @@ from hostauth.crypto.keyring import KeyProviders
 from hostauth.keys.loading import load_keys
 from hostauth.keys.registry import Heartbeat, register_and_check
 from hostauth.retry import backoff_s
-from hostauth.runtime.assembly import postgres_core
+from hostauth.runtime.assembly import outbound_of, postgres_core
 from hostauth.runtime.audit_upkeep import keep_audit_partitions
 from hostauth.runtime.cpus import cpu_budget
 from hostauth.runtime.database import admin_pool
 from hostauth.runtime.dev import ensure_dev_api_key
+from hostauth.runtime.refresh_ahead import refresh_ahead
 from hostauth.runtime.serve import NO_EXTRAS, Extras, serve
 from hostauth.runtime.tuning import freeze_startup_heap
 from hostauth.store import ApiKeyStore, close_pool, connect_pool, is_outage
@@ -116,6 +117,8 @@ class _Core:
             stream=self.stream,
             batches_in_flight=self.batches,
             plaintext_reads=settings.plaintext_reads,
+            outbound=outbound_of(settings),
+            refresh_window_s=settings.refresh_window_s,
         )
         return core, Authenticator(self.cached_keys, jwt, self.identities), functools.partial(ping, pool)
 
@@ -175,6 +178,7 @@ async def run_server(
     starting: asyncio.Task[None] | None = None
     sampling: asyncio.Task[None] | None = None
     upkeep: asyncio.Task[None] | None = None
+    ahead: asyncio.Task[None] | None = None
     try:
         if not worker:  # the whole service starting: a database not there stops it
             calls.start(*await parts.build(jwt, dev_key=settings.dev))
@@ -189,6 +193,8 @@ async def run_server(
                 starting = asyncio.create_task(parts.start_when_reachable(jwt, calls))
             if settings.worker_index == 0:
                 upkeep = asyncio.create_task(keep_audit_partitions(dsn, settings.db_timeout_s))
+                if settings.refresh_ahead:
+                    ahead = asyncio.create_task(refresh_ahead(lambda: calls.core))
             if metrics_on:
                 readiness = running.readiness
                 sampling = asyncio.create_task(
@@ -227,7 +233,7 @@ async def run_server(
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
-        for task in (sampling, upkeep):
+        for task in (sampling, upkeep, ahead):
             if task is not None:
                 await stop_sampling(task)
         calls.telemetry.flush()  # the last second's calls

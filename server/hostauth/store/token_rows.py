@@ -61,7 +61,8 @@ def found_of(row: asyncpg.Record) -> tuple[TokenRecord, SealedSecrets]:
 
 # A token's metadata columns, in TokenRecord's order.
 COLUMNS = (
-    "id, runner_id, subject_id, subject_principal, host, source, expires_at, integration_id, scopes, version"
+    "id, runner_id, subject_id, subject_principal, host, source, expires_at, integration_id, scopes, version,"
+    " needs_sign_in"
 )
 
 
@@ -106,4 +107,5 @@ def record_of(row: asyncpg.Record) -> TokenRecord:
         row["integration_id"],
         tuple(row["scopes"]),
         row["version"],
+        row["needs_sign_in"],
     )

@@ -57,7 +57,8 @@ UPDATE host_authentication_tokens
 SET subject_principal = $4, source = $6, expires_at = $7, integration_id = $8,
     scopes = $9, token_ciphertext = $10, refresh_token_ciphertext = $11,
     token_kek_id = $12, refresh_token_kek_id = $13,
-    generation = generation + 1, version = version + 1, updated_at = now()
+    generation = generation + 1, version = version + 1, updated_at = now(),
+    needs_sign_in = false, refresh_failure = NULL
 WHERE id = $1 AND runner_id = $2 AND subject_id IS NOT DISTINCT FROM $3 AND host = $5
 RETURNING id, version
 """
@@ -77,6 +78,9 @@ UPDATE host_authentication_tokens SET
     refresh_token_kek_id = CASE WHEN $5 THEN $7 ELSE refresh_token_kek_id END,
     expires_at = CASE WHEN $8 THEN $9 ELSE expires_at END,
     scopes = CASE WHEN $10 THEN $11 ELSE scopes END,
+    -- New secrets replace refused ones.
+    needs_sign_in = needs_sign_in AND NOT ($2 OR $5),
+    refresh_failure = CASE WHEN $2 OR $5 THEN NULL ELSE refresh_failure END,
     generation = generation + 1,
     version = version + 1,
     updated_at = now()

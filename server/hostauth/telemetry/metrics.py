@@ -70,6 +70,22 @@ database_up = Gauge(
     "1 when every worker's last probe of the database (each second) was answered in time, else 0.",
     multiprocess_mode="livemin",
 )
+oauth_refreshes = Counter(
+    "hostauth_oauth_refreshes_total",
+    "OAuth refreshes at the provider, by provider (github, gitlab, bitbucket) and outcome"
+    " (refreshed, rejected, rate_limited, failed, unreachable, refused).",
+    ("provider", "outcome"),
+)
+oauth_refresh_waiters = Counter(
+    "hostauth_oauth_refresh_waiters_total",
+    "Secret reads that waited for a refresh another caller (in this process or another) was making.",
+)
+oauth_refresh_wait_seconds = Histogram(
+    "hostauth_oauth_refresh_wait_seconds",
+    "Time secret reads spent waiting for a refresh, theirs or another's.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
 kms_calls = Counter(
     "hostauth_kms_calls_total",
     "Calls to the KMS by operation and outcome (ok, refused, unavailable).",

@@ -97,6 +97,10 @@ class Calls:
         return self._core is not None and not self._stopping
 
     @property
+    def core(self) -> HostAuthService | None:
+        return self._core
+
+    @property
     def has_core(self) -> bool:
         """The core is built: the keys are loaded and checked against the registry."""
         return self._core is not None
