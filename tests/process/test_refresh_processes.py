@@ -17,6 +17,7 @@ from tests.support.lifecycle import create, get_value
 from tests.support.oauth_provider import Provider, running_provider
 from tests.support.processes import ServerProcess, start_server, wait_serving
 from tests.support.requests import create_request
+from tests.support.sensitive import leaks
 from tests.support.serving import TEST_KEYRING_JSON, service_account_key
 from tests.support.wire import ConnectWire, GrpcWire, Wire, outcome
 
@@ -76,7 +77,7 @@ async def test_two_services_of_two_workers_make_one_provider_call(admin_dsn: str
                 await client.close()  # type: ignore[attr-defined]
         finally:
             for server in servers:
-                server.stop()
+                assert leaks(server.stop()) == []  # no token, refresh token or client secret
 
 
 async def _killed_mid_refresh(admin_dsn: str, tmp_path: Path, behaviour: str) -> tuple[str, str, Provider]:
@@ -100,7 +101,7 @@ async def _killed_mid_refresh(admin_dsn: str, tmp_path: Path, behaviour: str) ->
             return code, message, provider
         finally:
             holder.stop()
-            other.stop()
+            assert leaks(other.stop()) == []
 
 
 async def test_a_refresh_whose_holder_is_killed_is_completed_by_the_next_reader(

@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 
 from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.crypto import Sealer
@@ -187,3 +188,71 @@ async def test_an_issuer_the_service_does_not_call_is_refused_before_any_request
     # Nothing marked either.
     valid_id, valid_refresh = await oauth_token(refreshing, wire, expires_in_s=60, issuer=issuer)
     assert (await get_value(wire, valid_id)).refresh_token == valid_refresh
+
+
+async def test_refresh_ahead_shares_the_once_only_rule_with_readers(
+    refreshing: Setup, pool: asyncpg.Pool, sealer: Sealer
+) -> None:
+    """Worker 0's round (HOSTAUTH_REFRESH_AHEAD) and readers racing it: one call."""
+    wire = refreshing.wires[1]
+    refreshing.provider.delay_s = 0.3
+    token_id, _ = await oauth_token(refreshing, wire, expires_in_s=60)
+    outbound = Outbound(
+        allowed=parse_networks("127.0.0.0/8"), ca_file=str(refreshing.provider.ca_file), timeout_s=1.0
+    )
+    core = await postgres_core(pool, sealer, outbound=outbound, refresh_window_s=300)
+    assert core.refresher is not None
+    before = (
+        REGISTRY.get_sample_value(
+            "hostauth_oauth_refreshes_total", {"provider": "github", "outcome": "refreshed"}
+        )
+        or 0.0
+    )
+    ahead, *reads = await asyncio.gather(
+        core.refresher.refresh_due(limit=1000), *(get_value(wire, token_id) for _ in range(20))
+    )
+    assert refreshing.provider.calls == 1
+    ((access, _),) = refreshing.provider.issued
+    assert {r.token for r in reads} == {access}
+    after = REGISTRY.get_sample_value(
+        "hostauth_oauth_refreshes_total", {"provider": "github", "outcome": "refreshed"}
+    )
+    assert after == before + 1
+    assert (REGISTRY.get_sample_value("hostauth_oauth_refresh_waiters_total") or 0) >= 1
+    # Nothing left due: a second round calls no provider.
+    await core.refresher.refresh_due(limit=1000)
+    assert refreshing.provider.calls == 1
+    await outbound.close()
+    assert ahead in (0, 1)  # whoever won, the readers' or the round's refresh
+
+
+@pytest.mark.parametrize("behaviour", ["redirect", "huge"])
+async def test_a_redirect_is_not_followed_and_a_huge_answer_not_read(
+    refreshing: Setup, behaviour: str
+) -> None:
+    wire = refreshing.wires[0]
+    refreshing.provider.behaviour = behaviour
+    token_id, refresh_token = await oauth_token(refreshing, wire, expires_in_s=-1)
+    code, _ = await outcome(get_value(wire, token_id))
+    assert refreshing.provider.calls == 1  # one request, nothing followed
+    assert code in ("failed_precondition", "unavailable")
+    # Nothing marked: the refresh token still works once the provider behaves.
+    refreshing.provider.behaviour = "ok"
+    assert (await get_value(wire, token_id)).token in {a for a, _ in refreshing.provider.issued}
+    assert refresh_token not in refreshing.provider.valid
+
+
+async def test_gitlab_and_bitbucket_get_the_client_their_way(refreshing: Setup) -> None:
+    wire = refreshing.wires[2]
+    gitlab_id, _ = await oauth_token(refreshing, wire, expires_in_s=-1, style="gitlab")
+    await get_value(wire, gitlab_id)
+    form = refreshing.provider.last_form
+    assert (form["grant_type"], form["client_id"] != "", "client_secret" in form) == (
+        "refresh_token",
+        True,
+        True,
+    )
+    bitbucket_id, _ = await oauth_token(refreshing, wire, expires_in_s=-1, style="bitbucket")
+    await get_value(wire, bitbucket_id)
+    assert "client_secret" not in refreshing.provider.last_form
+    assert refreshing.provider.last_authorization.startswith("Basic ")

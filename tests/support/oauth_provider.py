@@ -22,7 +22,8 @@ from tests.support.sensitive import remember
 
 @dataclass
 class Provider:
-    """style: github or gitlab; behaviour: ok, stall, rate_limit, or
+    """style: github, gitlab or bitbucket (client in HTTP Basic); behaviour:
+    ok, stall, rate_limit, redirect, huge (a 1 MiB answer), or
     rotate_then_stall (takes the refresh token, then never answers)."""
 
     port: int = 0
@@ -35,6 +36,8 @@ class Provider:
     issued: list[tuple[str, str]] = field(default_factory=list)
     expires_in: int = 28800
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set at each call
+    last_form: dict[str, str] = field(default_factory=dict)
+    last_authorization: str = ""
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -52,6 +55,10 @@ class Provider:
         self.valid.discard(refresh_token)
 
     def _answer(self, form: dict[str, str]) -> tuple[int, dict[str, str], dict[str, object]]:
+        if self.behaviour == "redirect":
+            return 307, {"Location": f"{self.url}/elsewhere"}, {}
+        if self.behaviour == "huge":
+            return 200, {}, {"access_token": "x" * (1 << 20)}
         if self.behaviour == "rate_limit":
             return 429, {"Retry-After": "30"}, {"message": "API rate limit exceeded"}
         refresh_token = form.get("refresh_token", "")
@@ -99,6 +106,7 @@ class Provider:
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
+            self.last_form, self.last_authorization = form, headers.get("authorization", "")
             status, extra, doc = self._answer(form)
             payload = json.dumps(doc).encode()
             out = [
