@@ -226,6 +226,37 @@ async def test_refresh_ahead_shares_the_once_only_rule_with_readers(
     assert ahead in (0, 1)  # whoever won, the readers' or the round's refresh
 
 
+async def test_refresh_ahead_pages_through_every_due_token_and_fetches_none_it_cannot_refresh(
+    refreshing: Setup, pool: asyncpg.Pool, sealer: Sealer
+) -> None:
+    """Expired tokens (left to their readers) and tokens with no OAuth app
+    to refresh them never fill a page, and a round goes on past its first
+    page, so every due token is refreshed however many others there are."""
+    wire = refreshing.wires[0]
+    for _ in range(2):
+        await oauth_token(refreshing, wire, expires_in_s=-60)
+        no_app = create_request(
+            runner_id=str(uuid4()),
+            refresh_token=refreshing.provider.grant(),
+            expires_at=at(30),
+            source=pb.HOST_AUTHENTICATION_TOKEN_SOURCE_OAUTH,
+        )
+        await create(wire, no_app)
+    due = [await oauth_token(refreshing, wire, expires_in_s=120 + i) for i in range(3)]
+    outbound = Outbound(
+        allowed=parse_networks("127.0.0.0/8"), ca_file=str(refreshing.provider.ca_file), timeout_s=1.0
+    )
+    core = await postgres_core(pool, sealer, outbound=outbound, refresh_window_s=300)
+    assert core.refresher is not None
+    assert await core.refresher.refresh_due(limit=1) >= len(due)
+    assert refreshing.provider.calls == len(due)
+    issued = {access for access, _ in refreshing.provider.issued}
+    for token_id, _ in due:  # stored: read back without another call
+        assert (await get_value(wire, token_id)).token in issued
+    assert refreshing.provider.calls == len(due)
+    await outbound.close()
+
+
 @pytest.mark.parametrize("behaviour", ["redirect", "huge"])
 async def test_a_redirect_is_not_followed_and_a_huge_answer_not_read(
     refreshing: Setup, behaviour: str

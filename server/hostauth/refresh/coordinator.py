@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 OAUTH = pb.HOST_AUTHENTICATION_TOKEN_SOURCE_OAUTH
 # Who the audit trail names for a refresh ahead of any read: the service.
 AHEAD = Caller(0, UUID(int=0), "service:refresh-ahead")
+# Refreshes ahead in flight at once in a worker.
+AHEAD_AT_ONCE = 4
 
 
 def needs_sign_in(token_id: UUID) -> FailedPrecondition:
@@ -96,17 +98,32 @@ class Refresher:
             metrics.oauth_refresh_wait_seconds.observe(time.perf_counter() - started)
 
     async def refresh_due(self, limit: int = 100) -> int:
-        """Refresh ahead: the tokens expiring within the window, before anyone
-        reads them, under the same once-only rule; how many were refreshed."""
+        """Refresh ahead: every token due within the window, before anyone
+        reads it, under the same once-only rule, a page of `limit` at a time
+        with AHEAD_AT_ONCE refreshes in flight (each holds a pooled
+        connection for one provider call, so readers keep the rest); how
+        many were refreshed."""
         done = 0
-        for record in await self._store.due(self.window, limit):
-            call = Call(AHEAD, f"refresh-ahead-{os.urandom(8).hex()}")
-            try:
-                renewed, _ = await self.fresh(record, Secrets("", ""), call)
-            except ServiceError as exc:  # said by the refresh itself; the next round tries again
-                log.info("token %s not refreshed ahead: %s", record.id, exc.code.value)
-                continue
-            done += renewed.version != record.version
+        at_once = asyncio.Semaphore(AHEAD_AT_ONCE)
+
+        async def one(record: TokenRecord) -> bool:
+            async with at_once:
+                call = Call(AHEAD, f"refresh-ahead-{os.urandom(8).hex()}")
+                try:
+                    renewed, _ = await self.fresh(record, Secrets("", ""), call)
+                except ServiceError as exc:  # said by the refresh itself; the next round tries again
+                    log.info("token %s not refreshed ahead: %s", record.id, exc.code.value)
+                    return False
+                return renewed.version != record.version
+
+        after: tuple[datetime, UUID] | None = None
+        while page := await self._store.due(self.window, limit, after):
+            done += sum(await asyncio.gather(*(one(record) for record in page)))
+            last = page[-1]
+            assert last.expires_at is not None  # the query's
+            after = (last.expires_at, last.id)
+            if len(page) < limit:
+                break
         return done
 
     async def _integration(self, record: TokenRecord) -> StoredIntegration[str] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
@@ -50,12 +50,22 @@ a AS ({_AUDIT.strip()})
 SELECT version FROM w
 """
 
-# OAuth tokens with a refresh token, expiring within the window, soonest first.
+# OAuth tokens with a refresh token, not yet expired but within the window,
+# that an OAuth app of a provider refreshed here can refresh (their own
+# integration, or their runner's for the host): soonest first, a page after
+# (expires_at, id). Expired ones are left to their readers, and tokens that
+# cannot be refreshed are never fetched, so neither crowds out a due one.
 _DUE = f"""
-SELECT {COLUMNS} FROM host_authentication_tokens
-WHERE source = 1 AND refresh_token_ciphertext IS NOT NULL AND NOT needs_sign_in
-  AND expires_at <= now() + $1::interval
-ORDER BY expires_at LIMIT $2
+SELECT {COLUMNS} FROM host_authentication_tokens t
+WHERE t.source = 1 AND t.refresh_token_ciphertext IS NOT NULL AND NOT t.needs_sign_in
+  AND t.expires_at > now() AND t.expires_at <= now() + $1::interval
+  AND (t.expires_at, t.id) > ($2, $3)
+  AND EXISTS (
+    SELECT 1 FROM scm_integrations i
+    WHERE i.oauth_client_id IS NOT NULL AND lower(i.scm_id) IN ('github', 'gitlab', 'bitbucket')
+      AND (i.id = t.integration_id
+           OR (t.integration_id IS NULL AND i.runner_id = t.runner_id AND lower(i.host) = lower(t.host))))
+ORDER BY t.expires_at, t.id LIMIT $4
 """
 
 _FIND_INTEGRATION = "SELECT id FROM scm_integrations WHERE runner_id = $1 AND lower(host) = lower($2)"
@@ -109,9 +119,13 @@ class RefreshStore:
             record, secrets = found_of(row)
             yield LockedToken(conn, record, secrets)
 
-    async def due(self, window: timedelta, limit: int) -> list[TokenRecord]:
+    async def due(
+        self, window: timedelta, limit: int, after: tuple[datetime, UUID] | None = None
+    ) -> list[TokenRecord]:
+        """A page of the tokens to refresh ahead, after the last one of the page before."""
+        after_at, after_id = after or (datetime.min.replace(tzinfo=UTC), UUID(int=0))
         async with pooled(self._pool) as conn:
-            return [record_of(r) for r in await conn.fetch(_DUE, window, limit)]
+            return [record_of(r) for r in await conn.fetch(_DUE, window, after_at, after_id, limit)]
 
     async def integration_of(self, runner_id: UUID, host: str) -> UUID | None:
         async with pooled(self._pool) as conn:
