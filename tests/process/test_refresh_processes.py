@@ -122,3 +122,35 @@ async def test_a_refresh_lost_with_its_holder_is_reported_as_needing_sign_in(
     assert code == "failed_precondition"
     assert NEEDS_SIGN_IN in message
     assert provider.calls == 2
+
+
+async def test_refresh_ahead_in_two_services_refreshes_a_token_once_before_any_read(
+    admin_dsn: str, tmp_path: Path
+) -> None:
+    """HOSTAUTH_REFRESH_AHEAD=on in two services of two workers: worker 0 of
+    each runs the round, the row lock lets one of them call the provider, and
+    the token is fresh before anyone reads it."""
+    dsn = await create_database(admin_dsn)
+    async with running_provider(tmp_path) as provider:
+        env = env_for(dsn, provider, 2) | {"HOSTAUTH_REFRESH_AHEAD": "on"}
+        servers = [start_server(tmp_path, env) for _ in range(2)]
+        try:
+            await asyncio.gather(*(wait_serving(s) for s in servers))
+            key = await service_account_key(dsn, READ_SECRETS)
+            client = wires(servers[1], key)[1]
+            token_id = await oauth_token(client, provider, expires_in_s=120)
+            refreshed = "SELECT credential_id, outcome FROM audit_events WHERE method = 'RefreshHostAuthenticationToken'"
+            async with asyncio.timeout(40):  # a round every 15 s in each service
+                while not (rows := await fetch_rows(dsn, refreshed)):
+                    await asyncio.sleep(0.5)
+            assert [(r["credential_id"], r["outcome"]) for r in rows] == [("service:refresh-ahead", "ok")]
+            await asyncio.sleep(16)  # both services' next rounds: nothing left due
+            assert provider.calls == 1
+            ((access, refresh),) = provider.issued
+            answer = await get_value(client, token_id)  # no wait, no call
+            assert (answer.token, answer.refresh_token) == (access, refresh)
+            assert provider.calls == 1
+            await client.close()  # type: ignore[attr-defined]
+        finally:
+            for server in servers:
+                assert leaks(server.stop()) == []
