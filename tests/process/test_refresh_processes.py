@@ -139,7 +139,10 @@ async def test_refresh_ahead_in_two_services_refreshes_a_token_once_before_any_r
             key = await service_account_key(dsn, READ_SECRETS)
             client = wires(servers[1], key)[1]
             token_id = await oauth_token(client, provider, expires_in_s=120)
-            refreshed = "SELECT credential_id, outcome FROM audit_events WHERE method = 'RefreshHostAuthenticationToken'"
+            refreshed = (
+                "SELECT credential_id, outcome FROM audit_events"
+                " WHERE method = 'RefreshHostAuthenticationToken'"
+            )
             async with asyncio.timeout(40):  # a round every 15 s in each service
                 while not (rows := await fetch_rows(dsn, refreshed)):
                     await asyncio.sleep(0.5)
