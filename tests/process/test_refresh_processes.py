@@ -11,7 +11,7 @@ from uuid import uuid4
 from gitpod.v1 import runner_configuration_pb2 as pb
 from hostauth.core.policy import READ_SECRETS
 from tests.service.test_refresh import NEEDS_SIGN_IN, at
-from tests.support.db import create_database, fetch_rows
+from tests.support.db import create_database, fetch_rows, until_true
 from tests.support.integrations import create_integration, integration_request
 from tests.support.lifecycle import create, get_value
 from tests.support.oauth_provider import Provider, running_provider
@@ -143,9 +143,8 @@ async def test_refresh_ahead_in_two_services_refreshes_a_token_once_before_any_r
                 "SELECT credential_id, outcome FROM audit_events"
                 " WHERE method = 'RefreshHostAuthenticationToken'"
             )
-            async with asyncio.timeout(40):  # a round every 15 s in each service
-                while not (rows := await fetch_rows(dsn, refreshed)):
-                    await asyncio.sleep(0.5)
+            await until_true(dsn, f"SELECT EXISTS ({refreshed})", within_s=40)  # a round every 15 s
+            rows = await fetch_rows(dsn, refreshed)
             assert [(r["credential_id"], r["outcome"]) for r in rows] == [("service:refresh-ahead", "ok")]
             await asyncio.sleep(16)  # both services' next rounds: nothing left due
             assert provider.calls == 1
