@@ -23,7 +23,7 @@ from tests.support.sensitive import remember
 @dataclass
 class Provider:
     """style: github, gitlab or bitbucket (client in HTTP Basic); behaviour:
-    ok, stall, rate_limit, redirect, huge (a 1 MiB answer), or
+    ok, stall, rate_limit, down (HTTP 503), redirect, huge (a 1 MiB answer), or
     rotate_then_stall (takes the refresh token, then never answers)."""
 
     port: int = 0
@@ -61,6 +61,8 @@ class Provider:
             return 200, {}, {"access_token": "x" * (1 << 20)}
         if self.behaviour == "rate_limit":
             return 429, {"Retry-After": "30"}, {"message": "API rate limit exceeded"}
+        if self.behaviour == "down":
+            return 503, {}, {}
         refresh_token = form.get("refresh_token", "")
         if form.get("grant_type") != "refresh_token" or refresh_token not in self.valid:
             if self.style == "gitlab":

@@ -3,13 +3,14 @@ checked before any request is sent."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
 
 from hostauth.core.model import IntegrationRecord
-from hostauth.refresh.outbound import Outbound, OutboundRefused, parse_networks
-from hostauth.refresh.providers import token_endpoint
+from hostauth.refresh.outbound import Outbound, OutboundRefused, Reply, parse_networks
+from hostauth.refresh.providers import Outcome, meaning, token_endpoint
 
 REFUSED = [
     "169.254.169.254",  # cloud metadata (link-local)
@@ -75,3 +76,23 @@ def _integration(scm_id: str, host: str, issuer_url: str | None) -> IntegrationR
 )
 def test_token_endpoints(scm_id: str, host: str, issuer: str | None, endpoint: str) -> None:
     assert token_endpoint(_integration(scm_id, host, issuer)) == endpoint
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome"),
+    [
+        (200, {"error": "bad_refresh_token", "error_description": "x"}, Outcome.REJECTED),  # GitHub
+        (400, {"error": "invalid_grant"}, Outcome.REJECTED),  # GitLab
+        (401, {"error": "invalid_client"}, Outcome.FAILED),  # a misconfigured app: not retried
+        (429, {}, Outcome.RATE_LIMITED),
+        (502, {}, Outcome.UNREACHABLE),  # the provider's trouble: retryable
+        (503, {"error": "temporarily_unavailable"}, Outcome.UNREACHABLE),
+        (400, {"error": "server_error"}, Outcome.UNREACHABLE),
+        (200, {"token_type": "bearer"}, Outcome.FAILED),  # no access token
+        (200, {"access_token": "a", "refresh_token": "r", "expires_in": 60}, Outcome.REFRESHED),
+    ],
+)
+def test_what_an_answer_means(status: int, body: dict[str, object], outcome: Outcome) -> None:
+    attempt = meaning(Reply(status, {}, body), "old", datetime.now(UTC))
+    assert attempt.outcome is outcome
+    assert "old" not in attempt.detail

@@ -13,6 +13,8 @@ from hostauth.refresh.outbound import Outbound, OutboundRefused, ProviderUnreach
 
 # Answers that say the refresh token is spent or revoked: the user signs in again.
 REJECTED_GRANTS = frozenset({"bad_refresh_token", "invalid_grant"})
+# RFC 6749's errors for a provider that cannot answer now: tried again later.
+TRANSIENT_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
 
 
 class Outcome(enum.Enum):
@@ -59,14 +61,16 @@ def token_endpoint(integration: IntegrationRecord) -> str:
             return f"{base}/site/oauth2/access_token"
 
 
-def _meaning(reply: Reply, refresh_token: str, now: datetime) -> Attempt:
+def meaning(reply: Reply, refresh_token: str, now: datetime) -> Attempt:
     error = reply.body.get("error")
     if reply.status == 429:
         after = reply.headers.get("retry-after", "")
         return Attempt(Outcome.RATE_LIMITED, detail=f"rate-limited (Retry-After: {after or '-'})")
+    if isinstance(error, str) and error in REJECTED_GRANTS:
+        return Attempt(Outcome.REJECTED, detail=error)
+    if reply.status >= 500 or error in TRANSIENT_ERRORS:  # the provider's trouble: retryable
+        return Attempt(Outcome.UNREACHABLE, detail=f"the provider answered HTTP {reply.status}")
     if isinstance(error, str):
-        if error in REJECTED_GRANTS:
-            return Attempt(Outcome.REJECTED, detail=error)
         return Attempt(Outcome.FAILED, detail=f"the provider answered {error!r} (HTTP {reply.status})")
     access = reply.body.get("access_token")
     if reply.status != 200 or not isinstance(access, str) or not access:
@@ -96,4 +100,4 @@ async def refresh(
         return Attempt(Outcome.REFUSED, detail=str(exc))
     except ProviderUnreachable as exc:
         return Attempt(Outcome.UNREACHABLE, detail=str(exc))
-    return _meaning(reply, refresh_token, datetime.now(UTC))
+    return meaning(reply, refresh_token, datetime.now(UTC))
