@@ -154,7 +154,9 @@ async def test_a_spent_refresh_token_needs_sign_in_until_replaced(refreshing: Se
 
 
 @pytest.mark.parametrize("behaviour", ["stall", "rate_limit", "down"])
-async def test_a_provider_that_stalls_rate_limits_or_is_down_marks_nothing(refreshing: Setup, behaviour: str) -> None:
+async def test_a_provider_that_stalls_rate_limits_or_is_down_marks_nothing(
+    refreshing: Setup, behaviour: str
+) -> None:
     wire = refreshing.wires[2]
     refreshing.provider.behaviour = behaviour
     valid_id, valid_refresh = await oauth_token(refreshing, wire, expires_in_s=60)
